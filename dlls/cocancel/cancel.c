@@ -1,0 +1,459 @@
+/*
+ * The COM cancellation API: CoCancelCall, CoTestCancel, CoGetCancelObject,
+ * CoSetCancelObject, and cocancel's cancel object.
+ *
+ * Each thread that registers a cancel object gets a record holding its stack
+ * of cancel objects.  The record is found by the owner through TLS and by
+ * other threads through a table keyed by thread id; a reference count keeps
+ * it alive while another thread looks at it, so a thread may exit at any time.
+ */
+
+#include "cocancel_private.h"
+
+HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
+HRESULT (WINAPI *p_CoEnableCallCancellation)(void *reserved);
+HRESULT (WINAPI *p_CoDisableCallCancellation)(void *reserved);
+
+HRESULT hresult_from_status(enum cc_status status)
+{
+    switch (status)
+    {
+    case CC_OK:          return S_OK;
+    case CC_E_PENDING:   return RPC_S_CALLPENDING;
+    case CC_E_COMPLETE:  return RPC_E_CALL_COMPLETE;
+    case CC_E_CANCELLED: return RPC_E_CALL_CANCELED;
+    case CC_E_DISABLED:  return CO_E_CANCEL_DISABLED;
+    }
+    return E_UNEXPECTED;
+}
+
+/*
+ * Wine keeps the per-thread count of CoEnableCallCancellation itself (and its
+ * test suite checks it), but offers no way to read it.  Rather than keep a
+ * second count that programs calling combase directly would bypass, read
+ * Wine's: CoDisableCallCancellation fails exactly when the count is zero, and
+ * a successful probe is undone at once.  Only the calling thread touches its
+ * own count, so the probe cannot race.
+ */
+BOOL cancellation_enabled(void)
+{
+    if (!p_CoDisableCallCancellation || !p_CoEnableCallCancellation) return FALSE;
+    if (p_CoDisableCallCancellation(NULL) != S_OK) return FALSE;
+    p_CoEnableCallCancellation(NULL);
+    return TRUE;
+}
+
+struct thread_record
+{
+    struct cc_thread_node node;   /* node.tid is the owner's id */
+    LONG refcount;
+    SRWLOCK lock;                 /* guards stack */
+    struct cc_stack stack;        /* IUnknown *, each holding a reference */
+    ULONGLONG creation_time;      /* tells the owner from a later thread with a reused id */
+    BOOL linked;                  /* in thread_table; guarded by table_lock */
+};
+
+static SRWLOCK table_lock = SRWLOCK_INIT;
+static struct cc_thread_table thread_table;
+static DWORD record_tls = TLS_OUT_OF_INDEXES;
+
+void cancel_init(void)
+{
+    HMODULE combase;
+
+    cc_table_init(&thread_table);
+    record_tls = TlsAlloc();
+    if ((combase = LoadLibraryW(L"combase.dll")))
+    {
+        p_CoGetCallContext = (void *)GetProcAddress(combase, "CoGetCallContext");
+        p_CoEnableCallCancellation = (void *)GetProcAddress(combase, "CoEnableCallCancellation");
+        p_CoDisableCallCancellation = (void *)GetProcAddress(combase, "CoDisableCallCancellation");
+    }
+    if (!p_CoGetCallContext || !p_CoEnableCallCancellation || !p_CoDisableCallCancellation)
+        ERR("combase lacks the call-context or enable/disable functions\n");
+}
+
+static ULONGLONG thread_creation_time(HANDLE thread)
+{
+    FILETIME creation, exit_time, kernel, user;
+
+    if (!GetThreadTimes(thread, &creation, &exit_time, &kernel, &user)) return 0;
+    return ((ULONGLONG)creation.dwHighDateTime << 32) | creation.dwLowDateTime;
+}
+
+static void record_release(struct thread_record *record)
+{
+    if (InterlockedDecrement(&record->refcount)) return;
+    /* The last reference: nobody else can see the stack any more. */
+    while (record->stack.count) IUnknown_Release((IUnknown *)cc_stack_pop(&record->stack));
+    cc_stack_free(&record->stack);
+    HeapFree(GetProcessHeap(), 0, record);
+}
+
+/* Takes the record out of the table; the table's reference is dropped. */
+static void record_unlink(struct thread_record *record)
+{
+    BOOL linked;
+
+    AcquireSRWLockExclusive(&table_lock);
+    if ((linked = record->linked))
+    {
+        cc_table_remove(&thread_table, &record->node);
+        record->linked = FALSE;
+    }
+    ReleaseSRWLockExclusive(&table_lock);
+    if (linked) record_release(record);
+}
+
+/* The calling thread's record; created on demand when create is set. No reference is added. */
+static struct thread_record *current_record(BOOL create)
+{
+    struct thread_record *record = TlsGetValue(record_tls), *stale = NULL;
+    struct cc_thread_node *node;
+
+    if (record || !create) return record;
+    if (!(record = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*record)))) return NULL;
+    record->node.tid = GetCurrentThreadId();
+    record->refcount = 2;   /* one for the TLS slot, one for the table */
+    InitializeSRWLock(&record->lock);
+    cc_stack_init(&record->stack);
+    record->creation_time = thread_creation_time(GetCurrentThread());
+
+    AcquireSRWLockExclusive(&table_lock);
+    /* A record left by an earlier thread with the same id (one that was
+     * terminated and never detached) is replaced. */
+    if ((node = cc_table_find(&thread_table, record->node.tid)))
+    {
+        stale = CONTAINING_RECORD(node, struct thread_record, node);
+        cc_table_remove(&thread_table, node);
+        stale->linked = FALSE;
+    }
+    cc_table_insert(&thread_table, &record->node);
+    record->linked = TRUE;
+    ReleaseSRWLockExclusive(&table_lock);
+
+    if (stale) record_release(stale);
+    TlsSetValue(record_tls, record);
+    return record;
+}
+
+/* Is the record's owner still the running thread with that id? */
+static BOOL record_owner_alive(const struct thread_record *record)
+{
+    DWORD exit_code = 0;
+    BOOL alive = FALSE;
+    HANDLE thread;
+
+    if (!(thread = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, record->node.tid))) return FALSE;
+    if (GetExitCodeThread(thread, &exit_code) && exit_code == STILL_ACTIVE)
+        alive = thread_creation_time(thread) == record->creation_time;
+    CloseHandle(thread);
+    return alive;
+}
+
+/* The record of thread tid (0: the calling thread) with a reference added, or NULL. */
+static struct thread_record *find_record(DWORD tid)
+{
+    struct thread_record *record = NULL;
+    struct cc_thread_node *node;
+
+    if (!tid || tid == GetCurrentThreadId())
+    {
+        if ((record = current_record(FALSE))) InterlockedIncrement(&record->refcount);
+        return record;
+    }
+
+    AcquireSRWLockShared(&table_lock);
+    if ((node = cc_table_find(&thread_table, tid)))
+    {
+        record = CONTAINING_RECORD(node, struct thread_record, node);
+        InterlockedIncrement(&record->refcount);
+    }
+    ReleaseSRWLockShared(&table_lock);
+    if (!record) return NULL;
+
+    if (!record_owner_alive(record))
+    {
+        TRACE("thread %04lx is gone, dropping its record\n", tid);
+        record_unlink(record);
+        record_release(record);
+        return NULL;
+    }
+    return record;
+}
+
+void cancel_thread_detach(void)
+{
+    struct thread_record *record;
+
+    if (record_tls == TLS_OUT_OF_INDEXES || !(record = TlsGetValue(record_tls))) return;
+    TlsSetValue(record_tls, NULL);
+    record_unlink(record);
+    record_release(record);
+}
+
+/***********************************************************************
+ *           CoGetCancelObject    (cocancel.@)
+ *
+ * The innermost cancel object of thread tid (0: this thread), as riid.
+ * E_INVALIDARG for NULL riid/ppv; E_NOINTERFACE when the thread has none
+ * (also for unknown or exited threads) or the object lacks riid.
+ */
+HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
+{
+    struct thread_record *record;
+    IUnknown *unk = NULL;
+    HRESULT hr;
+
+    TRACE("%04lx, %s, %p\n", tid, cc_debugstr_guid(riid), ppv);
+
+    if (!ppv) return E_INVALIDARG;
+    *ppv = NULL;
+    if (!riid) return E_INVALIDARG;
+    if (!(record = find_record(tid))) return E_NOINTERFACE;
+
+    AcquireSRWLockShared(&record->lock);
+    if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
+    ReleaseSRWLockShared(&record->lock);
+    record_release(record);
+
+    if (!unk) return E_NOINTERFACE;
+    hr = IUnknown_QueryInterface(unk, riid, ppv);
+    IUnknown_Release(unk);
+    return hr;
+}
+
+/***********************************************************************
+ *           CoSetCancelObject    (cocancel.@)
+ *
+ * Pushes unk on this thread's stack of cancel objects (adding a reference),
+ * or with NULL pops the innermost one.  E_NOINTERFACE if unk has no
+ * ICancelMethodCalls; E_OUTOFMEMORY.  Popping an empty stack is S_OK.
+ */
+HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
+{
+    struct thread_record *record;
+    ICancelMethodCalls *cancel;
+    IUnknown *popped;
+
+    TRACE("%p\n", unk);
+
+    if (!unk)
+    {
+        if (!(record = current_record(FALSE))) return S_OK;
+        AcquireSRWLockExclusive(&record->lock);
+        popped = cc_stack_pop(&record->stack);
+        ReleaseSRWLockExclusive(&record->lock);
+        /* Released outside the lock: the object's destructor is foreign code. */
+        if (popped) IUnknown_Release(popped);
+        return S_OK;
+    }
+
+    if (FAILED(IUnknown_QueryInterface(unk, &IID_ICancelMethodCalls, (void **)&cancel)))
+        return E_NOINTERFACE;
+    ICancelMethodCalls_Release(cancel);
+
+    if (!(record = current_record(TRUE))) return E_OUTOFMEMORY;
+    IUnknown_AddRef(unk);
+    AcquireSRWLockExclusive(&record->lock);
+    if (cc_stack_push(&record->stack, unk))
+    {
+        ReleaseSRWLockExclusive(&record->lock);
+        IUnknown_Release(unk);
+        return E_OUTOFMEMORY;
+    }
+    ReleaseSRWLockExclusive(&record->lock);
+    return S_OK;
+}
+
+/***********************************************************************
+ *           CoCancelCall    (cocancel.@)
+ *
+ * Cancels the innermost call of thread tid (0: this thread) through its
+ * cancel object: E_NOINTERFACE without one, otherwise what Cancel answers
+ * (S_OK, CO_E_CANCEL_DISABLED, RPC_E_CALL_COMPLETE).
+ */
+HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout)
+{
+    ICancelMethodCalls *cancel;
+    HRESULT hr;
+
+    TRACE("%04lx, %lu\n", tid, timeout);
+
+    if (FAILED(hr = CoGetCancelObject(tid, &IID_ICancelMethodCalls, (void **)&cancel))) return hr;
+    hr = ICancelMethodCalls_Cancel(cancel, timeout);
+    ICancelMethodCalls_Release(cancel);
+    return hr;
+}
+
+/***********************************************************************
+ *           CoTestCancel    (cocancel.@)
+ *
+ * Inside a server method: RPC_E_CALL_CANCELED once the client cancelled,
+ * RPC_S_CALLPENDING otherwise.  Outside one, what CoGetCallContext answers
+ * (RPC_E_CALL_COMPLETE).
+ */
+HRESULT WINAPI CoTestCancel(void)
+{
+    ICancelMethodCalls *cancel;
+    HRESULT hr;
+
+    TRACE("\n");
+
+    if (!p_CoGetCallContext) return RPC_E_CALL_COMPLETE;
+    if (FAILED(hr = p_CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel))) return hr;
+    hr = ICancelMethodCalls_TestCancel(cancel);
+    ICancelMethodCalls_Release(cancel);
+    return hr;
+}
+
+/* cocancel's cancel object: the state of one call, cancellable from any thread. */
+struct cancel_object
+{
+    ICancelMethodCalls ICancelMethodCalls_iface;
+    LONG refcount;
+    struct cc_call call;
+    HANDLE settled;     /* manual-reset: the call completed or was cancelled */
+};
+
+static const ICancelMethodCallsVtbl cancel_object_vtbl;
+
+static inline struct cancel_object *impl_from_ICancelMethodCalls(ICancelMethodCalls *iface)
+{
+    return CONTAINING_RECORD(iface, struct cancel_object, ICancelMethodCalls_iface);
+}
+
+static struct cancel_object *unsafe_cancel_object(ICancelMethodCalls *iface)
+{
+    if (!iface || iface->lpVtbl != &cancel_object_vtbl) return NULL;
+    return impl_from_ICancelMethodCalls(iface);
+}
+
+static HRESULT WINAPI cancel_object_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    TRACE("%p, %s, %p\n", iface, cc_debugstr_guid(riid), ppv);
+
+    if (!ppv) return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICancelMethodCalls))
+    {
+        *ppv = iface;
+        ICancelMethodCalls_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI cancel_object_AddRef(ICancelMethodCalls *iface)
+{
+    struct cancel_object *object = impl_from_ICancelMethodCalls(iface);
+    ULONG refcount = InterlockedIncrement(&object->refcount);
+
+    TRACE("%p, refcount %lu\n", iface, refcount);
+    return refcount;
+}
+
+static ULONG WINAPI cancel_object_Release(ICancelMethodCalls *iface)
+{
+    struct cancel_object *object = impl_from_ICancelMethodCalls(iface);
+    ULONG refcount = InterlockedDecrement(&object->refcount);
+
+    TRACE("%p, refcount %lu\n", iface, refcount);
+    if (!refcount)
+    {
+        CloseHandle(object->settled);
+        HeapFree(GetProcessHeap(), 0, object);
+    }
+    return refcount;
+}
+
+static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    struct cancel_object *object = impl_from_ICancelMethodCalls(iface);
+    enum cc_status status;
+
+    TRACE("%p, %lu\n", iface, seconds);
+
+    if ((status = cc_call_cancel(&object->call, seconds != 0)) != CC_OK)
+        return hresult_from_status(status);
+    if (seconds)
+    {
+        /* Give the server its grace period; completion sets the event. */
+        WaitForSingleObject(object->settled, cc_seconds_to_ms(seconds));
+        if ((status = cc_call_expire(&object->call)) != CC_OK) return hresult_from_status(status);
+    }
+    SetEvent(object->settled);
+    return S_OK;
+}
+
+static HRESULT WINAPI cancel_object_TestCancel(ICancelMethodCalls *iface)
+{
+    struct cancel_object *object = impl_from_ICancelMethodCalls(iface);
+
+    TRACE("%p\n", iface);
+    return hresult_from_status(cc_call_test(&object->call));
+}
+
+static const ICancelMethodCallsVtbl cancel_object_vtbl =
+{
+    cancel_object_QueryInterface,
+    cancel_object_AddRef,
+    cancel_object_Release,
+    cancel_object_Cancel,
+    cancel_object_TestCancel,
+};
+
+/***********************************************************************
+ *           CocancelCreateCancelObject    (cocancel.@)
+ */
+HRESULT WINAPI CocancelCreateCancelObject(BOOL cancellable, ICancelMethodCalls **cancel)
+{
+    struct cancel_object *object;
+
+    TRACE("%d, %p\n", cancellable, cancel);
+
+    if (!cancel) return E_INVALIDARG;
+    *cancel = NULL;
+    if (!(object = HeapAlloc(GetProcessHeap(), 0, sizeof(*object)))) return E_OUTOFMEMORY;
+    object->ICancelMethodCalls_iface.lpVtbl = &cancel_object_vtbl;
+    object->refcount = 1;
+    cc_call_init(&object->call);
+    cc_call_begin(&object->call, cancellable);
+    if (!(object->settled = CreateEventW(NULL, TRUE, FALSE, NULL)))
+    {
+        HeapFree(GetProcessHeap(), 0, object);
+        return E_OUTOFMEMORY;
+    }
+    *cancel = &object->ICancelMethodCalls_iface;
+    return S_OK;
+}
+
+/***********************************************************************
+ *           CocancelCompleteCall    (cocancel.@)
+ */
+HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel)
+{
+    struct cancel_object *object = unsafe_cancel_object(cancel);
+    enum cc_status status;
+
+    TRACE("%p\n", cancel);
+
+    if (!object) return E_INVALIDARG;
+    status = cc_call_complete(&object->call);
+    if (status == CC_OK) SetEvent(object->settled);
+    return hresult_from_status(status);
+}
+
+/***********************************************************************
+ *           CocancelWaitCall    (cocancel.@)
+ */
+HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout)
+{
+    struct cancel_object *object = unsafe_cancel_object(cancel);
+
+    TRACE("%p, %lu\n", cancel, timeout);
+
+    if (!object) return E_INVALIDARG;
+    if (WaitForSingleObject(object->settled, timeout) != WAIT_OBJECT_0) return RPC_S_CALLPENDING;
+    return cc_call_state(&object->call) == CC_COMPLETE ? S_OK : RPC_E_CALL_CANCELED;
+}

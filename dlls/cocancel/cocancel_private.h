@@ -1,0 +1,46 @@
+/*
+ * cocancel engine: declarations shared between its source files.
+ */
+
+#ifndef COCANCEL_PRIVATE_H
+#define COCANCEL_PRIVATE_H
+
+#define COBJMACROS
+#define CONST_VTABLE
+#define _OLE32_
+#include <windows.h>
+#include <objbase.h>
+#include <objidl.h>
+
+#include "cocancel.h"
+#include "core.h"
+#include "debug.h"
+
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
+/* cancel.c */
+HRESULT hresult_from_status(enum cc_status status);
+BOOL cancellation_enabled(void);
+void cancel_thread_detach(void);
+void cancel_init(void);
+
+/* patch.c */
+struct api_export
+{
+    const char *name;
+    void *function;
+};
+extern const struct api_export api_exports[];
+extern const unsigned int api_export_count;
+
+void patch_install(HMODULE engine);
+void patch_get_status(struct cocancel_status *status);
+
+/* Resolved from combase at start-up (never imported: the carrier ole32 loads us). */
+extern HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
+extern HRESULT (WINAPI *p_CoEnableCallCancellation)(void *reserved);
+extern HRESULT (WINAPI *p_CoDisableCallCancellation)(void *reserved);
+
+#endif /* COCANCEL_PRIVATE_H */

@@ -1,0 +1,125 @@
+/*
+ * The platform-free core of cocancel.
+ *
+ * Nothing here includes windows.h: these are the data structures and the
+ * state machine that decide what every cancellation entry point answers.  The
+ * engine maps the status codes to HRESULTs and supplies locking; the host unit
+ * tests (tests/unit) exercise this file directly under the sanitizers.
+ */
+
+#ifndef COCANCEL_CORE_H
+#define COCANCEL_CORE_H
+
+#include <stddef.h>
+
+/* Outcome of a state-machine step, mapped 1:1 to HRESULTs by the engine. */
+enum cc_status
+{
+    CC_OK = 0,         /* S_OK */
+    CC_E_PENDING,      /* RPC_S_CALLPENDING: a call is (still) in progress */
+    CC_E_COMPLETE,     /* RPC_E_CALL_COMPLETE: no call in progress, or it already finished */
+    CC_E_CANCELLED,    /* RPC_E_CALL_CANCELED */
+    CC_E_DISABLED,     /* CO_E_CANCEL_DISABLED: the call was made without cancellation enabled */
+};
+
+/*
+ * Life of one call, shared by the cancel object of a synchronous call and by
+ * an asynchronous call object (which runs one call at a time):
+ *
+ *   IDLE --begin--> PENDING --complete--> COMPLETE --finish--> IDLE
+ *                      |                      ^
+ *                      | cancel(grace > 0)    | complete (the server made it in time)
+ *                      v                      |
+ *                  CANCELLING ---------------'
+ *                      | expire, or cancel(0)
+ *                      v
+ *                  CANCELLED --finish--> IDLE   (a late reply is discarded)
+ *
+ * PENDING --cancel(0)--> CANCELLED directly.  Every transition is one atomic
+ * compare-and-swap, so cancel, completion and finish may race from any thread
+ * and exactly one of them wins each edge.
+ */
+enum cc_state
+{
+    CC_IDLE = 0,
+    CC_PENDING,
+    CC_CANCELLING,
+    CC_CANCELLED,
+    CC_COMPLETE,
+};
+
+/* The state word holds an enum cc_state and, in CC_CALL_CANCELLABLE, whether
+ * cancellation was enabled on the calling thread when the call began; both
+ * change together in one atomic step. */
+#define CC_CALL_STATE_MASK  0xff
+#define CC_CALL_CANCELLABLE 0x100
+
+struct cc_call
+{
+    int word;           /* accessed only with atomic builtins */
+};
+
+void cc_call_init(struct cc_call *call);
+enum cc_state cc_call_state(const struct cc_call *call);
+int cc_call_cancellable(const struct cc_call *call);
+/* IDLE -> PENDING; CC_E_PENDING while an earlier call has not been finished. */
+enum cc_status cc_call_begin(struct cc_call *call, int cancellable);
+/* A cancel request; grace != 0 gives the server time to finish (CANCELLING). */
+enum cc_status cc_call_cancel(struct cc_call *call, int grace);
+/* The grace period ran out: CANCELLING -> CANCELLED, or CC_E_COMPLETE if the call made it. */
+enum cc_status cc_call_expire(struct cc_call *call);
+/* The reply arrived: CC_OK if it is to be delivered, CC_E_CANCELLED if it must be discarded. */
+enum cc_status cc_call_complete(struct cc_call *call);
+/* The caller collects the outcome and the call object becomes reusable. */
+enum cc_status cc_call_finish(struct cc_call *call);
+/* What ICancelMethodCalls::TestCancel reports. */
+enum cc_status cc_call_test(const struct cc_call *call);
+
+/* Converts a COM timeout in seconds to milliseconds, saturating below INFINITE. */
+unsigned int cc_seconds_to_ms(unsigned long seconds);
+
+/*
+ * A thread's stack of cancel objects (CoSetCancelObject pushes, NULL pops;
+ * CoGetCancelObject looks at the top).  Items are opaque to the core.
+ */
+struct cc_stack
+{
+    void **items;
+    size_t count;
+    size_t capacity;
+};
+
+void cc_stack_init(struct cc_stack *stack);
+/* Returns 0, or -1 when memory runs out (the stack is unchanged then). */
+int cc_stack_push(struct cc_stack *stack, void *item);
+void *cc_stack_pop(struct cc_stack *stack);
+void *cc_stack_top(const struct cc_stack *stack);
+void cc_stack_free(struct cc_stack *stack);
+
+/*
+ * Threads by id: an intrusive hash table so that another thread can find a
+ * thread's state (CoCancelCall(tid), CoGetCancelObject(tid)).  The engine
+ * embeds a node in each per-thread record and serialises access.
+ */
+struct cc_thread_node
+{
+    unsigned long tid;
+    struct cc_thread_node *next;
+};
+
+#define CC_THREAD_BUCKETS 64
+
+struct cc_thread_table
+{
+    struct cc_thread_node *buckets[CC_THREAD_BUCKETS];
+    size_t count;
+};
+
+void cc_table_init(struct cc_thread_table *table);
+/* Returns -1 if a node with the same tid is already present. */
+int cc_table_insert(struct cc_thread_table *table, struct cc_thread_node *node);
+struct cc_thread_node *cc_table_find(const struct cc_thread_table *table, unsigned long tid);
+/* Returns 0 if the node was removed, -1 if it was not in the table. */
+int cc_table_remove(struct cc_thread_table *table, struct cc_thread_node *node);
+
+#endif /* COCANCEL_CORE_H */

@@ -1,0 +1,32 @@
+/*
+ * cocancel.dll entry point.
+ */
+
+#include "cocancel_private.h"
+
+/***********************************************************************
+ *           CocancelGetStatus    (cocancel.@)
+ */
+HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
+{
+    if (!status || status->size != sizeof(*status)) return E_INVALIDARG;
+    patch_get_status(status);
+    return S_OK;
+}
+
+BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
+{
+    switch (reason)
+    {
+    case DLL_PROCESS_ATTACH:
+        cc_debug_init();
+        TRACE("%p, attach\n", instance);
+        cancel_init();
+        patch_install(instance);
+        break;
+    case DLL_THREAD_DETACH:
+        cancel_thread_detach();
+        break;
+    }
+    return TRUE;
+}

@@ -1,0 +1,76 @@
+/*
+ * cocancel: COM call cancellation and asynchronous COM calls for Wine.
+ *
+ * The engine (cocancel.dll) implements the cancellation API that Windows
+ * programs import from ole32.dll:
+ *
+ *   CoCancelCall, CoTestCancel, CoGetCancelObject, CoSetCancelObject
+ *
+ * (CoEnableCallCancellation / CoDisableCallCancellation are Wine's own; the
+ * engine reads the count they keep).  Programs need not link against this
+ * header: installed into a prefix, the engine makes ole32's and combase's
+ * entry points work.  The functions below are cocancel's own, for programs
+ * and tests that want to know what the engine did or drive a cancel object
+ * themselves.  Link with -lcocancel.
+ */
+
+#ifndef COCANCEL_H
+#define COCANCEL_H
+
+#include <objbase.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define COCANCEL_VERSION_MAJOR 0
+#define COCANCEL_VERSION_MINOR 1
+
+/* Bits of CocancelGetStatus()'s routes: how the API reached this process. */
+#define COCANCEL_ROUTE_COMBASE_STUBS 0x0001 /* combase's unimplemented stubs now run cocancel */
+#define COCANCEL_ROUTE_OLE32_GRAFT   0x0002 /* ole32's export table was extended with the API */
+#define COCANCEL_ROUTE_OLE32_NATIVE  0x0004 /* ole32 already exports the API (the carrier, or Windows) */
+#define COCANCEL_ROUTE_DLL_NOTIFY    0x0008 /* DLLs loaded later get their imports repaired */
+#define COCANCEL_ROUTE_CARRIER       0x0010 /* loaded by cocancel's carrier ole32.dll */
+#define COCANCEL_ROUTE_COMBASE_REAL  0x0020 /* combase implements the API itself: left alone */
+
+struct cocancel_status
+{
+    DWORD size;              /* set to sizeof(struct cocancel_status) before the call */
+    DWORD routes;            /* COCANCEL_ROUTE_* */
+    DWORD repaired_imports;  /* import slots redirected from "unimplemented function" stubs */
+    DWORD refused_patches;   /* places that did not match what was expected and were left alone */
+};
+
+/* E_INVALIDARG for NULL or a wrong size. */
+HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status);
+
+/*
+ * A cancel object for a call of your own: it starts pending; Cancel(0) marks
+ * it cancelled, Cancel(n) waits up to n seconds for CocancelCompleteCall();
+ * TestCancel reports RPC_E_CALL_CANCELED once cancelled, else RPC_S_CALLPENDING.
+ * cancellable = FALSE makes Cancel answer CO_E_CANCEL_DISABLED.
+ * Push it with CoSetCancelObject() so that CoCancelCall(tid) reaches it.
+ */
+HRESULT WINAPI CocancelCreateCancelObject(BOOL cancellable, ICancelMethodCalls **cancel);
+
+/*
+ * Reports that the call behind a cocancel cancel object has finished:
+ * S_OK if its result is to be used, RPC_E_CALL_CANCELED if it was cancelled
+ * first (discard the result), RPC_E_CALL_COMPLETE if it was already complete,
+ * E_INVALIDARG if the object is not one of cocancel's.
+ */
+HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
+
+/*
+ * Waits until the call behind a cocancel cancel object is complete or
+ * cancelled, at most timeout ms: S_OK when complete, RPC_E_CALL_CANCELED when
+ * cancelled, RPC_S_CALLPENDING on timeout, E_INVALIDARG for a foreign object.
+ */
+HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COCANCEL_H */

@@ -1,0 +1,176 @@
+#!/bin/sh
+# Installs cocancel into a Wine prefix, or removes it again.
+#
+#   setup_cocancel.sh install [--app NAME.exe] [--bindir DIR]
+#   setup_cocancel.sh uninstall
+#   setup_cocancel.sh status
+#
+# Acts on $WINEPREFIX (default ~/.wine), which must be an existing prefix.
+#
+# install copies cocancel.dll and the carrier ole32.dll into system32 (and
+# the 32-bit builds into syswow64 when both exist), and sets the DLL override
+# ole32=native,builtin, prefix-wide by default or, with --app, only for that
+# program (HKCU\Software\Wine\AppDefaults\NAME.exe\DllOverrides; repeatable).
+# Everything it replaces is backed up in $WINEPREFIX/cocancel-backup, and
+# uninstall puts back exactly what was there: files byte for byte, registry
+# values and keys as they were (keys it created are removed).
+#
+# --bindir is the build directory holding x86_64/ and i686/ (default: the
+# project's build/).  WINE may name the wine binary (default: wine).
+set -eu
+
+WINE=${WINE:-wine}
+here=$(cd "$(dirname "$0")" && pwd)
+prefix=${WINEPREFIX:-$HOME/.wine}
+backup="$prefix/cocancel-backup"
+manifest="$backup/manifest"
+bindir="$here/../build"
+override_value="native,builtin"
+
+die() { echo "setup_cocancel: $*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+is_prefix() {
+    [ -f "$1/system.reg" ] && [ -f "$1/user.reg" ] && [ -d "$1/drive_c/windows/system32" ]
+}
+
+# reg.exe prints CRLF lines; these helpers read one value or a key's presence.
+reg_key_exists() { "$WINE" reg query "$1" >/dev/null 2>&1; }
+reg_value() {
+    "$WINE" reg query "$1" /v "$2" 2>/dev/null | tr -d '\r' |
+        awk -v name="$2" 'tolower($1) == tolower(name) && $2 ~ /^REG_/ { $1 = ""; $2 = ""; sub(/^  */, ""); print; found = 1 } END { exit !found }'
+}
+
+# Records how a registry value was before we touch it (once per value).
+remember_value() {
+    key=$1 name=$2
+    grep -q "^value	$key	$name	" "$manifest" 2>/dev/null && return 0
+    if data=$(reg_value "$key" "$name"); then
+        printf 'value\t%s\t%s\tpresent\t%s\n' "$key" "$name" "$data" >> "$manifest"
+    else
+        printf 'value\t%s\t%s\tabsent\t\n' "$key" "$name" >> "$manifest"
+    fi
+}
+
+# Records every key on the way to $1 that does not exist yet, outermost first.
+remember_keys() {
+    key=$1 path=""
+    old_ifs=$IFS; IFS='\'
+    for part in $key; do
+        IFS=$old_ifs
+        path=${path:+$path\\}$part
+        case "$path" in HKEY_CURRENT_USER|HKCU|HKEY_LOCAL_MACHINE|HKLM) continue ;; esac
+        if ! grep -q "^key	$path\$" "$manifest" 2>/dev/null && ! reg_key_exists "$path"; then
+            printf 'key\t%s\n' "$path" >> "$manifest"
+        fi
+        IFS='\'
+    done
+    IFS=$old_ifs
+}
+
+install_file() {
+    src=$1 dir=$2
+    name=$(basename "$src")
+    dest="$prefix/drive_c/windows/$dir/$name"
+    if ! grep -q "^file	$dir/$name	" "$manifest"; then
+        if [ -e "$dest" ]; then
+            mkdir -p "$backup/files/$dir"
+            cp -p "$dest" "$backup/files/$dir/$name"
+            printf 'file\t%s/%s\tbackup\n' "$dir" "$name" >> "$manifest"
+        else
+            printf 'file\t%s/%s\tnew\n' "$dir" "$name" >> "$manifest"
+        fi
+    fi
+    cp "$src" "$dest"
+}
+
+do_install() {
+    apps=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --app) [ $# -ge 2 ] || usage; apps="$apps $2"; shift 2 ;;
+            --bindir) [ $# -ge 2 ] || usage; bindir=$2; shift 2 ;;
+            *) usage ;;
+        esac
+    done
+    for f in cocancel.dll ole32.dll; do
+        [ -f "$bindir/x86_64/$f" ] || die "$bindir/x86_64/$f is missing: build first (make)"
+    done
+    mkdir -p "$backup"
+    touch "$manifest"
+
+    install_file "$bindir/x86_64/cocancel.dll" system32
+    install_file "$bindir/x86_64/ole32.dll" system32
+    if [ -d "$prefix/drive_c/windows/syswow64" ] && [ -f "$bindir/i686/cocancel.dll" ] && [ -f "$bindir/i686/ole32.dll" ]; then
+        install_file "$bindir/i686/cocancel.dll" syswow64
+        install_file "$bindir/i686/ole32.dll" syswow64
+    fi
+
+    if [ -z "$apps" ]; then
+        keys='HKCU\Software\Wine\DllOverrides'
+    else
+        keys=""
+        for app in $apps; do
+            case "$app" in *[\\/]*|"") die "--app takes a program's file name, such as foo.exe" ;; esac
+            keys="$keys HKCU\\Software\\Wine\\AppDefaults\\$app\\DllOverrides"
+        done
+    fi
+    for key in $keys; do
+        remember_keys "$key"
+        remember_value "$key" ole32
+        "$WINE" reg add "$key" /v ole32 /t REG_SZ /d "$override_value" /f >/dev/null 2>&1 ||
+            die "could not set the override in $key"
+    done
+    echo "cocancel installed in $prefix (${apps:+for$apps}${apps:-prefix-wide})"
+}
+
+do_uninstall() {
+    [ -f "$manifest" ] || die "cocancel is not installed in $prefix"
+    # Values first, then the keys we created, innermost first.
+    while IFS='	' read -r kind a b c d; do
+        [ "$kind" = value ] || continue
+        if [ "$c" = present ]; then
+            "$WINE" reg add "$a" /v "$b" /t REG_SZ /d "$d" /f >/dev/null 2>&1 || die "could not restore $a\\$b"
+        else
+            "$WINE" reg delete "$a" /v "$b" /f >/dev/null 2>&1 || true
+        fi
+    done < "$manifest"
+    grep '^key	' "$manifest" | cut -f2 | awk '{ line[NR] = $0 } END { for (i = NR; i > 0; i--) print line[i] }' |
+    while read -r key; do
+        "$WINE" reg delete "$key" /f >/dev/null 2>&1 || true
+    done
+    while IFS='	' read -r kind a b rest; do
+        [ "$kind" = file ] || continue
+        dest="$prefix/drive_c/windows/$a"
+        if [ "$b" = backup ]; then
+            cp -p "$backup/files/$a" "$dest"
+        else
+            rm -f "$dest"
+        fi
+    done < "$manifest"
+    rm -rf "$backup"
+    echo "cocancel removed from $prefix"
+}
+
+do_status() {
+    if [ -f "$manifest" ]; then
+        echo "cocancel is installed in $prefix:"
+        cut -f1-3 "$manifest" | sed 's/^/  /'
+    else
+        echo "cocancel is not installed in $prefix"
+    fi
+}
+
+[ $# -ge 1 ] || usage
+is_prefix "$prefix" || die "$prefix is not a Wine prefix (no system.reg/user.reg/drive_c); create it with 'wineboot -i' first"
+command=$1; shift
+case "$command" in
+    install) do_install "$@" ;;
+    uninstall) [ $# -eq 0 ] || usage; do_uninstall ;;
+    status) do_status ;;
+    *) usage ;;
+esac

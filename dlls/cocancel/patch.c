@@ -285,6 +285,15 @@ static BYTE *alloc_near_image(HMODULE module, IMAGE_NT_HEADERS *nt, SIZE_T size)
     return NULL;
 }
 
+/* Is this the builtin ole32 that cocancel's carrier loaded to forward to?
+ * Programs never bind to it by name, so it is left as it is. */
+static BOOL behind_carrier(HMODULE ole32)
+{
+    HMODULE carrier = GetModuleHandleW(L"ole32.dll");
+
+    return carrier && carrier != ole32 && GetProcAddress(carrier, "CocancelCarrierVersion");
+}
+
 /*
  * Gives ole32 a new export directory: every existing export (forwarder
  * strings copied along, since a forwarder is recognised by lying inside the
@@ -309,6 +318,7 @@ static void graft_ole32(HMODULE ole32)
     char *strings;
     DWORD protect;
 
+    if (behind_carrier(ole32)) return;
     for (i = 0; i < api_export_count; i++)
         if (!GetProcAddress(ole32, api_exports[i].name)) missing[missing_count++] = i;
     if (!missing_count)

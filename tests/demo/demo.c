@@ -12,6 +12,8 @@
 #include <objbase.h>
 #include <stdio.h>
 
+#include "cocancel.h"
+
 struct operation
 {
     ICancelMethodCalls ICancelMethodCalls_iface;
@@ -104,6 +106,24 @@ static DWORD WINAPI worker(void *arg)
     return 0;
 }
 
+/* Says how the API got here, if cocancel is in the process (looked up, not imported). */
+static void show_engine(void)
+{
+    HRESULT (WINAPI *get_status)(struct cocancel_status *);
+    struct cocancel_status status = { sizeof(status) };
+    HMODULE engine = GetModuleHandleW(L"cocancel.dll");
+
+    if (!engine || !(get_status = (void *)GetProcAddress(engine, "CocancelGetStatus"))) return;
+    if (FAILED(get_status(&status))) return;
+    printf("  cocancel routes:%s%s%s%s%s; %lu import slots repaired\n",
+           status.routes & COCANCEL_ROUTE_CARRIER ? " carrier-ole32" : "",
+           status.routes & COCANCEL_ROUTE_COMBASE_STUBS ? " combase-stubs" : "",
+           status.routes & COCANCEL_ROUTE_OLE32_GRAFT ? " ole32-export-graft" : "",
+           status.routes & COCANCEL_ROUTE_OLE32_NATIVE ? " ole32-exports" : "",
+           status.routes & COCANCEL_ROUTE_DLL_NOTIFY ? " dll-notifications" : "",
+           status.repaired_imports);
+}
+
 int main(void)
 {
     HANDLE thread;
@@ -124,5 +144,6 @@ int main(void)
     hr = CoCancelCall(tid, 0);
     printf("  watchdog: CoCancelCall again after the worker ended = %#lx (E_NOINTERFACE: nothing to cancel)\n", hr);
     printf("  CoTestCancel outside any call = %#lx (RPC_E_CALL_COMPLETE)\n", CoTestCancel());
+    show_engine();
     return op.cancelled ? 0 : 1;
 }

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Shows the same unmodified program on stock Wine and with cocancel, in a
+# throwaway prefix that is deleted afterwards.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+WINE=${WINE:-wine}
+WINESERVER=${WINESERVER:-wineserver}
+export WINEPREFIX="$(mktemp -d /tmp/cocancel-demo.XXXXXX)/prefix"
+export WINEDEBUG=-all
+unset WINEDLLOVERRIDES
+trap '"$WINESERVER" -k >/dev/null 2>&1; rm -rf "$(dirname "$WINEPREFIX")"' EXIT INT TERM
+
+echo "Creating a throwaway Wine prefix in $WINEPREFIX ..."
+timeout 300 "$WINE" wineboot -i >/dev/null 2>&1
+"$WINESERVER" -w
+mkdir -p "$WINEPREFIX/drive_c/demo"
+cp "$top/build/x86_64/demo.exe" "$WINEPREFIX/drive_c/demo/"
+cd "$WINEPREFIX/drive_c/demo"
+
+echo
+echo "=== 1. $("$WINE" --version), stock ==="
+timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r' | grep -v '^ *$' | head -n 4
+echo "   (the program is killed: Wine's ole32 lacks the cancellation API)"
+
+echo
+echo "=== 2. the same program with cocancel installed (tools/setup_cocancel.sh install) ==="
+sh "$top/tools/setup_cocancel.sh" install >/dev/null
+timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r'
+rc=$?
+sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
+echo
+echo "The prefix is deleted on exit."
+exit $rc

@@ -1,0 +1,158 @@
+#!/bin/sh
+# Runs every test of the project (what "make check" does):
+#  1. the host unit tests of the platform-free core (cmocka, ASan+UBSan);
+#  2. under Wine, in one throwaway prefix (build/wineprefix):
+#     - a stock-Wine baseline (the API is missing: the route program must die),
+#     - every conformance and loading-route program with the shim installed
+#       prefix-wide, then with per-program overrides, then via the launcher,
+#     - install/uninstall checks (the prefix is left exactly as before).
+# Ends with the line "N passed, N failed".  Logs are in build/test-logs.
+set -u
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+B="$top/build"
+WINE=${WINE:-wine}
+WINESERVER=${WINESERVER:-wineserver}
+logs="$B/test-logs"
+passed=0
+failed=0
+
+export WINEPREFIX="$B/wineprefix"
+export WINEDEBUG=${WINEDEBUG:--all}
+unset WINEDLLOVERRIDES
+
+rm -rf "$logs"
+mkdir -p "$logs"
+
+pass() { passed=$((passed + 1)); echo "ok: $*"; }
+fail() { failed=$((failed + 1)); echo "FAILED: $*"; }
+check() { desc=$1; shift; if "$@"; then pass "$desc"; else fail "$desc"; fi; }
+
+finish() {
+    "$WINESERVER" -k >/dev/null 2>&1
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit $?
+}
+
+# Runs a program of the conformance harness and adds up its summary lines.
+# A crash, a timeout or an exit code without a reported failure is one failure.
+run_winetest() {
+    label=$1; shift
+    log="$logs/$(echo "$label" | tr ' /:' '___').log"
+    (cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" "$@") > "$log" 2>&1
+    rc=$?
+    counts=$(tr -d '\r' < "$log" | sed -n 's/^[0-9a-f]*:[A-Za-z0-9_]*: \([0-9]*\) tests executed (\([0-9]*\) marked as todo, [0-9]* as flaky, \([0-9]*\) failures), \([0-9]*\) skipped\.$/\1 \2 \3/p' |
+             awk '{ run += $1; todo += $2; bad += $3 } END { printf "%d %d %d %d", run - todo - bad, bad, todo, NR }')
+    set -- $counts
+    ok_count=$1 bad_count=$2 summaries=$4
+    passed=$((passed + ok_count))
+    failed=$((failed + bad_count))
+    if [ "$rc" -eq 124 ]; then
+        fail "$label: timed out (see $log)"
+    elif [ "$summaries" -eq 0 ] || { [ "$rc" -ne 0 ] && [ "$bad_count" -eq 0 ]; }; then
+        fail "$label: exit code $rc without a test summary (see $log)"
+    elif [ "$bad_count" -ne 0 ]; then
+        echo "FAILED: $label: $bad_count failures (see $log)"
+        grep -a "Test failed\|succeeded inside todo" "$log" | head -20
+    else
+        echo "ok: $label: $ok_count checks"
+    fi
+}
+
+TESTS="ole32_test.exe route_static.exe route_getproc.exe route_delayload.exe route_lateload.exe"
+
+run_all() {
+    mode=$1; shift
+    for exe in $TESTS; do run_winetest "$mode: $exe" "$@" "$exe"; done
+}
+
+snapshot() {
+    "$WINE" reg export 'HKCU\Software\Wine' "$1.hkcu.reg" /y >/dev/null 2>&1
+    "$WINE" reg export 'HKLM\Software\Classes' "$1.classes.reg" /y >/dev/null 2>&1
+    (cd "$WINEPREFIX/drive_c/windows" && find system32 syswow64 -maxdepth 1 -type f -print0 | sort -z | xargs -0 md5sum) > "$1.files"
+    ls -a "$WINEPREFIX" > "$1.top"
+}
+
+same_snapshot() {
+    cmp -s "$1.hkcu.reg" "$2.hkcu.reg" && cmp -s "$1.classes.reg" "$2.classes.reg" &&
+    cmp -s "$1.files" "$2.files" && cmp -s "$1.top" "$2.top"
+}
+
+# The program died on a missing ole32 function before reporting anything.
+# (Wine's exit code after its crash handler is not reliable, so the output is what counts.)
+aborted_unimplemented() {
+    grep -q 'unimplemented function ole32.dll.Co' "$1" && ! grep -q 'tests executed' "$1"
+}
+
+setup() { WINE="$WINE" sh "$top/tools/setup_cocancel.sh" "$@" > "$logs/setup.log" 2>&1; }
+
+trap finish EXIT INT TERM
+
+echo "== host unit tests (platform-free core)"
+"$B/host/test_core" > "$logs/host.log" 2>&1
+rc=$?
+ok_count=$(grep -c '^\[       OK \]' "$logs/host.log")
+bad_count=$(grep -c '^\[  FAILED  \] test_\|^\[  ERROR   \]' "$logs/host.log")
+passed=$((passed + ok_count))
+failed=$((failed + bad_count))
+if [ "$rc" -ne 0 ] && [ "$bad_count" -eq 0 ]; then fail "host unit tests exited with $rc"; fi
+tail -n 2 "$logs/host.log"
+
+echo "== a fresh Wine prefix ($WINEPREFIX)"
+"$WINESERVER" -k >/dev/null 2>&1
+rm -rf "$WINEPREFIX"
+timeout 300 "$WINE" wineboot -i > "$logs/wineboot.log" 2>&1
+"$WINESERVER" -w
+check "prefix created" test -f "$WINEPREFIX/system.reg"
+"$WINE" --version
+mkdir -p "$WINEPREFIX/drive_c/cctests" "$WINEPREFIX/drive_c/cclaunch"
+for f in $TESTS cclate.dll demo.exe; do cp "$B/x86_64/$f" "$WINEPREFIX/drive_c/cctests/"; done
+cp "$B/x86_64/route_static.exe" "$WINEPREFIX/drive_c/cctests/other_program.exe"
+cp "$B/x86_64/cocancel-run.exe" "$B/x86_64/cocancel.dll" "$WINEPREFIX/drive_c/cclaunch/"
+
+echo "== stock Wine: the API is missing"
+(cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" route_static.exe) > "$logs/stock.log" 2>&1
+check "stock Wine: a static import of CoCancelCall aborts" aborted_unimplemented "$logs/stock.log"
+
+snapshot "$logs/before"
+
+echo "== installed prefix-wide"
+check "install (prefix-wide)" setup install
+run_all "prefix-wide"
+check "uninstall (prefix-wide)" setup uninstall
+snapshot "$logs/after-wide"
+check "uninstall restores registry and files exactly (prefix-wide)" same_snapshot "$logs/before" "$logs/after-wide"
+
+echo "== installed per program (AppDefaults)"
+apps=""
+for exe in $TESTS; do apps="$apps --app $exe"; done
+check "install (per program)" setup install $apps
+run_all "per-program"
+(cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" other_program.exe) > "$logs/other-program.log" 2>&1
+check "per-program install leaves other programs on stock Wine" aborted_unimplemented "$logs/other-program.log"
+check "uninstall (per program)" setup uninstall
+snapshot "$logs/after-app"
+check "uninstall restores registry and files exactly (per program)" same_snapshot "$logs/before" "$logs/after-app"
+
+echo "== launcher, no override"
+run_all "launcher" 'C:\cclaunch\cocancel-run.exe'
+(cd "$WINEPREFIX/drive_c/cctests" && timeout 60 "$WINE" 'C:\cclaunch\cocancel-run.exe') > "$logs/launcher-usage.log" 2>&1
+rc=$?
+check "launcher without a program: usage, exit 250 (got $rc)" test "$rc" -eq 250
+(cd "$WINEPREFIX/drive_c/cctests" && timeout 60 "$WINE" 'C:\cclaunch\cocancel-run.exe' no_such_program.exe) > "$logs/launcher-missing.log" 2>&1
+rc=$?
+check "launcher with a missing program: exit 252 (got $rc)" test "$rc" -eq 252
+
+echo "== installer refuses what is not a prefix"
+notprefix=$(mktemp -d)
+WINEPREFIX="$notprefix" sh "$top/tools/setup_cocancel.sh" install > "$logs/notprefix.log" 2>&1
+rc=$?
+check "install into a non-prefix directory is refused (exit $rc)" test "$rc" -ne 0
+check "nothing was written into the non-prefix directory" test -z "$(ls -A "$notprefix")"
+rmdir "$notprefix"
+check "uninstall when not installed is refused" sh -c "! WINE='$WINE' sh '$top/tools/setup_cocancel.sh' uninstall >/dev/null 2>&1"
+
+if [ -f "$B/i686/cocancel.dll" ]; then
+    echo "note: i686 binaries were built; they are not run here (no 32-bit Wine on this machine)"
+fi

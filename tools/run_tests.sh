@@ -18,7 +18,8 @@ passed=0
 failed=0
 
 export WINEPREFIX="$B/wineprefix"
-export WINEDEBUG=${WINEDEBUG:--all}
+# Quiet, except for the loader errors that explain a program that never started.
+export WINEDEBUG=${WINEDEBUG:--all,err+module}
 unset WINEDLLOVERRIDES
 
 rm -rf "$logs"
@@ -61,6 +62,8 @@ run_winetest() {
 }
 
 TESTS="ole32_test.exe route_static.exe route_getproc.exe route_delayload.exe route_lateload.exe"
+# cocancel_test.exe imports cocancel.dll itself, so it runs where the engine is installed.
+INSTALLED_TESTS="$TESTS cocancel_test.exe"
 
 run_all() {
     mode=$1; shift
@@ -107,7 +110,7 @@ timeout 300 "$WINE" wineboot -i > "$logs/wineboot.log" 2>&1
 check "prefix created" test -f "$WINEPREFIX/system.reg"
 "$WINE" --version
 mkdir -p "$WINEPREFIX/drive_c/cctests" "$WINEPREFIX/drive_c/cclaunch"
-for f in $TESTS cclate.dll demo.exe; do cp "$B/x86_64/$f" "$WINEPREFIX/drive_c/cctests/"; done
+for f in $INSTALLED_TESTS selftest.exe cclate.dll demo.exe; do cp "$B/x86_64/$f" "$WINEPREFIX/drive_c/cctests/"; done
 cp "$B/x86_64/route_static.exe" "$WINEPREFIX/drive_c/cctests/other_program.exe"
 cp "$B/x86_64/cocancel-run.exe" "$B/x86_64/cocancel.dll" "$WINEPREFIX/drive_c/cclaunch/"
 
@@ -115,20 +118,44 @@ echo "== stock Wine: the API is missing"
 (cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" route_static.exe) > "$logs/stock.log" 2>&1
 check "stock Wine: a static import of CoCancelCall aborts" aborted_unimplemented "$logs/stock.log"
 
+echo "== the test harness itself"
+st() {
+    (cd "$WINEPREFIX/drive_c/cctests" && timeout 60 "$WINE" selftest.exe "$@") > "$logs/selftest.log" 2>&1
+    rc=$?
+    tr -d '\r' < "$logs/selftest.log"
+    return $rc
+}
+out=$(st --list)
+check "harness: --list names every test" test "$out" = "$(printf '    failing\n    passing')"
+out=$(st passing); rc=$?
+check "harness: a passing test exits 0" test "$rc" -eq 0
+check "harness: summary counts checks, todos and skips" \
+    sh -c "echo '$out' | grep -q '^[0-9a-f]*:passing: 5 tests executed (1 marked as todo, 0 as flaky, 0 failures), 1 skipped.\$'"
+check "harness: todo_wine failure is reported as todo" sh -c "echo '$out' | grep -q 'selftest.c:[0-9]*: Test marked todo: a todo that fails on Wine'"
+check "harness: skip and trace lines" sh -c "echo '$out' | grep -q 'selftest.c:[0-9]*: Tests skipped: a skipped part' && echo '$out' | grep -q 'selftest.c:[0-9]*: a trace line'"
+out=$(st failing); rc=$?
+check "harness: exit code is the number of failures ($rc)" test "$rc" -eq 2
+check "harness: failure line with file, line and context" sh -c "echo '$out' | grep -q '^selftest.c:[0-9]*: ctx 2: Test failed: an expected failure'"
+check "harness: success inside a todo block fails" sh -c "echo '$out' | grep -q 'Test succeeded inside todo block: an expected success inside todo'"
+out=$(st no_such_test); rc=$?
+check "harness: an unknown test name is an error" test "$rc" -ne 0
+
 snapshot "$logs/before"
 
 echo "== installed prefix-wide"
 check "install (prefix-wide)" setup install
 run_all "prefix-wide"
+run_winetest "prefix-wide: cocancel_test.exe" cocancel_test.exe
 check "uninstall (prefix-wide)" setup uninstall
 snapshot "$logs/after-wide"
 check "uninstall restores registry and files exactly (prefix-wide)" same_snapshot "$logs/before" "$logs/after-wide"
 
 echo "== installed per program (AppDefaults)"
 apps=""
-for exe in $TESTS; do apps="$apps --app $exe"; done
+for exe in $INSTALLED_TESTS; do apps="$apps --app $exe"; done
 check "install (per program)" setup install $apps
 run_all "per-program"
+run_winetest "per-program: cocancel_test.exe" cocancel_test.exe
 (cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" other_program.exe) > "$logs/other-program.log" 2>&1
 check "per-program install leaves other programs on stock Wine" aborted_unimplemented "$logs/other-program.log"
 check "uninstall (per program)" setup uninstall

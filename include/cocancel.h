@@ -33,6 +33,7 @@ extern "C" {
 #define COCANCEL_ROUTE_DLL_NOTIFY    0x0008 /* DLLs loaded later get their imports repaired */
 #define COCANCEL_ROUTE_CARRIER       0x0010 /* loaded by cocancel's carrier ole32.dll */
 #define COCANCEL_ROUTE_COMBASE_REAL  0x0020 /* combase implements the API itself: left alone */
+#define COCANCEL_ROUTE_CHANNEL       0x0040 /* proxied calls are intercepted (cancellable) */
 
 struct cocancel_status
 {
@@ -68,6 +69,14 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
  * cancelled, RPC_S_CALLPENDING on timeout, E_INVALIDARG for a foreign object.
  */
 HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout);
+
+/*
+ * Proxied calls become cancellable once the engine has found Wine's client
+ * channel, which it does on its own thread when a program starts (or at a
+ * process's first proxied call).  Waits for that, at most timeout ms: S_OK
+ * once calls are intercepted, RPC_S_CALLPENDING otherwise.
+ */
+HRESULT WINAPI CocancelWaitChannel(DWORD timeout);
 
 #ifdef __cplusplus
 }

@@ -313,7 +313,8 @@ struct cancel_object
     ICancelMethodCalls ICancelMethodCalls_iface;
     LONG refcount;
     struct cc_call call;
-    HANDLE settled;     /* manual-reset: the call completed or was cancelled */
+    HANDLE settled;     /* manual-reset: the call completed or was cancelled; made on first need */
+    ULONGLONG call_id;  /* the proxied call it stands for (0: none), see channel.c */
 };
 
 static const ICancelMethodCallsVtbl cancel_object_vtbl;
@@ -323,10 +324,45 @@ static inline struct cancel_object *impl_from_ICancelMethodCalls(ICancelMethodCa
     return CONTAINING_RECORD(iface, struct cancel_object, ICancelMethodCalls_iface);
 }
 
+static BOOL object_settled(struct cancel_object *object)
+{
+    enum cc_state state = cc_call_state(&object->call);
+
+    return state == CC_COMPLETE || state == CC_CANCELLED;
+}
+
 static struct cancel_object *unsafe_cancel_object(ICancelMethodCalls *iface)
 {
     if (!iface || iface->lpVtbl != &cancel_object_vtbl) return NULL;
     return impl_from_ICancelMethodCalls(iface);
+}
+
+/*
+ * The event is created only when somebody waits, so that a call nobody
+ * cancels costs no kernel object.  Whoever settles the call sets the state
+ * first and then looks for the event; a waiter publishes the event first and
+ * then looks at the state, so one of them always sees the other.
+ */
+static HANDLE settled_event(struct cancel_object *object)
+{
+    HANDLE event = object->settled, previous;
+
+    if (event) return event;
+    if (!(event = CreateEventW(NULL, TRUE, FALSE, NULL))) return NULL;
+    if ((previous = InterlockedCompareExchangePointer(&object->settled, event, NULL)))
+    {
+        CloseHandle(event);
+        return previous;
+    }
+    if (object_settled(object)) SetEvent(event);
+    return event;
+}
+
+static void settle(struct cancel_object *object)
+{
+    HANDLE event = InterlockedCompareExchangePointer(&object->settled, NULL, NULL);
+
+    if (event) SetEvent(event);
 }
 
 static HRESULT WINAPI cancel_object_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
@@ -361,7 +397,7 @@ static ULONG WINAPI cancel_object_Release(ICancelMethodCalls *iface)
     TRACE("%p, refcount %lu\n", iface, refcount);
     if (!refcount)
     {
-        CloseHandle(object->settled);
+        if (object->settled) CloseHandle(object->settled);
         HeapFree(GetProcessHeap(), 0, object);
     }
     return refcount;
@@ -376,13 +412,18 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
 
     if ((status = cc_call_cancel(&object->call, seconds != 0)) != CC_OK)
         return hresult_from_status(status);
+    /* The server sees the request at once, whatever grace it is given. */
+    if (object->call_id) channel_mark_cancelled(object->call_id);
     if (seconds)
     {
         /* Give the server its grace period; completion sets the event. */
-        WaitForSingleObject(object->settled, cc_seconds_to_ms(seconds));
+        HANDLE event = settled_event(object);
+
+        if (event) WaitForSingleObject(event, cc_seconds_to_ms(seconds));
+        else Sleep(cc_seconds_to_ms(seconds));
         if ((status = cc_call_expire(&object->call)) != CC_OK) return hresult_from_status(status);
     }
-    SetEvent(object->settled);
+    settle(object);
     return S_OK;
 }
 
@@ -403,29 +444,77 @@ static const ICancelMethodCallsVtbl cancel_object_vtbl =
     cancel_object_TestCancel,
 };
 
+HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel)
+{
+    struct cancel_object *object;
+
+    if (!(object = HeapAlloc(GetProcessHeap(), 0, sizeof(*object)))) return E_OUTOFMEMORY;
+    object->ICancelMethodCalls_iface.lpVtbl = &cancel_object_vtbl;
+    object->refcount = 1;
+    object->call_id = call_id;
+    object->settled = NULL;
+    cc_call_init(&object->call);
+    cc_call_begin(&object->call, cancellable);
+    *cancel = &object->ICancelMethodCalls_iface;
+    return S_OK;
+}
+
+HANDLE cancel_object_event(ICancelMethodCalls *cancel)
+{
+    return settled_event(impl_from_ICancelMethodCalls(cancel));
+}
+
+enum cc_state cancel_object_state(ICancelMethodCalls *cancel)
+{
+    return cc_call_state(&impl_from_ICancelMethodCalls(cancel)->call);
+}
+
+/* Pushes a cancel object on the calling thread's stack without the checks of CoSetCancelObject. */
+HRESULT cancel_object_push(ICancelMethodCalls *cancel)
+{
+    struct thread_record *record;
+
+    if (!(record = current_record(TRUE))) return E_OUTOFMEMORY;
+    ICancelMethodCalls_AddRef(cancel);
+    AcquireSRWLockExclusive(&record->lock);
+    if (cc_stack_push(&record->stack, cancel))
+    {
+        ReleaseSRWLockExclusive(&record->lock);
+        ICancelMethodCalls_Release(cancel);
+        return E_OUTOFMEMORY;
+    }
+    ReleaseSRWLockExclusive(&record->lock);
+    return S_OK;
+}
+
+/* Pops 'cancel' if it is the innermost object (a program may have pushed its own on top). */
+void cancel_object_pop(ICancelMethodCalls *cancel)
+{
+    struct thread_record *record = current_record(FALSE);
+    BOOL popped = FALSE;
+
+    if (!record) return;
+    AcquireSRWLockExclusive(&record->lock);
+    if (cc_stack_top(&record->stack) == cancel)
+    {
+        cc_stack_pop(&record->stack);
+        popped = TRUE;
+    }
+    ReleaseSRWLockExclusive(&record->lock);
+    if (popped) ICancelMethodCalls_Release(cancel);
+    else WARN("cancel object %p is not the innermost one; left on the stack\n", cancel);
+}
+
 /***********************************************************************
  *           CocancelCreateCancelObject    (cocancel.@)
  */
 HRESULT WINAPI CocancelCreateCancelObject(BOOL cancellable, ICancelMethodCalls **cancel)
 {
-    struct cancel_object *object;
-
     TRACE("%d, %p\n", cancellable, cancel);
 
     if (!cancel) return E_INVALIDARG;
     *cancel = NULL;
-    if (!(object = HeapAlloc(GetProcessHeap(), 0, sizeof(*object)))) return E_OUTOFMEMORY;
-    object->ICancelMethodCalls_iface.lpVtbl = &cancel_object_vtbl;
-    object->refcount = 1;
-    cc_call_init(&object->call);
-    cc_call_begin(&object->call, cancellable);
-    if (!(object->settled = CreateEventW(NULL, TRUE, FALSE, NULL)))
-    {
-        HeapFree(GetProcessHeap(), 0, object);
-        return E_OUTOFMEMORY;
-    }
-    *cancel = &object->ICancelMethodCalls_iface;
-    return S_OK;
+    return cancel_object_create(cancellable, 0, cancel);
 }
 
 /***********************************************************************
@@ -440,7 +529,7 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel)
 
     if (!object) return E_INVALIDARG;
     status = cc_call_complete(&object->call);
-    if (status == CC_OK) SetEvent(object->settled);
+    if (status == CC_OK) settle(object);
     return hresult_from_status(status);
 }
 
@@ -450,10 +539,12 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel)
 HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout)
 {
     struct cancel_object *object = unsafe_cancel_object(cancel);
+    HANDLE event;
 
     TRACE("%p, %lu\n", cancel, timeout);
 
     if (!object) return E_INVALIDARG;
-    if (WaitForSingleObject(object->settled, timeout) != WAIT_OBJECT_0) return RPC_S_CALLPENDING;
+    if (!(event = settled_event(object))) return E_OUTOFMEMORY;
+    if (WaitForSingleObject(event, timeout) != WAIT_OBJECT_0) return RPC_S_CALLPENDING;
     return cc_call_state(&object->call) == CC_COMPLETE ? S_OK : RPC_E_CALL_CANCELED;
 }

@@ -25,6 +25,18 @@ HRESULT hresult_from_status(enum cc_status status);
 BOOL cancellation_enabled(void);
 void cancel_thread_detach(void);
 void cancel_init(void);
+HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
+HANDLE cancel_object_event(ICancelMethodCalls *cancel);
+enum cc_state cancel_object_state(ICancelMethodCalls *cancel);
+HRESULT cancel_object_push(ICancelMethodCalls *cancel);
+void cancel_object_pop(ICancelMethodCalls *cancel);
+HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
+
+/* channel.c */
+void channel_init(void);
+void channel_mark_cancelled(ULONGLONG call_id);
+void channel_get_status(struct cocancel_status *status);
+BOOL channel_wait_ready(DWORD timeout);
 
 /* patch.c */
 struct api_export

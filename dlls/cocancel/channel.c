@@ -1,0 +1,996 @@
+/*
+ * Making proxied calls cancellable: interception of Wine's client channel.
+ *
+ * Every client IRpcChannelBuffer in Wine shares one vtable in combase.  The
+ * engine finds it once per process by unmarshaling a private interface whose
+ * proxy it supplies itself (the proxy's Connect receives a real client
+ * channel), checks it, and redirects its SendReceive and FreeBuffer slots:
+ *
+ *  - every proxied call gets a cancel object on the calling thread's stack
+ *    for its duration (CoGetCancelObject / CoCancelCall find it);
+ *  - a call from an MTA thread with cancellation enabled runs Wine's real
+ *    SendReceive on a private copy of the message on an engine thread, so
+ *    that a cancel releases the caller at once; Wine's per-call state stays
+ *    alive until the real completion, when the engine frees it (the caller's
+ *    FreeBuffer of the abandoned message is skipped);
+ *  - a call from an STA thread runs on the caller's thread as before; a
+ *    cancel reaches the server and the call ends with RPC_E_CALL_CANCELED
+ *    when the server returns (its reply is freed by the caller's FreeBuffer).
+ *
+ * A channel hook (CoRegisterChannelHook, a public mechanism Wine implements)
+ * tags each request with a call id.  On the server it installs a call
+ * context answering ICancelMethodCalls for the duration of the method, so
+ * that CoGetCallContext and CoTestCancel work there; cancelled call ids are
+ * published by the client in a small named shared ring, which the server
+ * reads, so the cancel is seen across processes too.
+ */
+
+#include "cocancel_private.h"
+#include <psapi.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The ORPC extension that carries the call id. */
+static const GUID cocancel_extension = {0x6a0c3c4e, 0x2f57, 0x4b0e, {0x8d, 0x41, 0x5e, 0x1b, 0x90, 0x7a, 0x33, 0xc2}};
+/* The private interface and proxy/stub class used to find the channel vtable. */
+static const IID IID_ICocancelProbe = {0x9d3f1b22, 0x6c1e, 0x4f7a, {0xa4, 0x0b, 0x2c, 0x61, 0x5e, 0x90, 0x13, 0x7d}};
+static const CLSID CLSID_CocancelProbePS = {0x9d3f1b23, 0x6c1e, 0x4f7a, {0xa4, 0x0b, 0x2c, 0x61, 0x5e, 0x90, 0x13, 0x7d}};
+
+#define EXTENSION_MAGIC 0x4e414343  /* "CCAN" */
+
+struct call_extension
+{
+    DWORD magic;
+    DWORD version;
+    ULONGLONG call_id;   /* client pid << 32 | sequence */
+};
+
+static HRESULT (WINAPI *p_CoRegisterChannelHook)(REFGUID, IChannelHook *);
+static HRESULT (WINAPI *p_CoSwitchCallContext)(IUnknown *, IUnknown **);
+static HRESULT (WINAPI *p_CoGetApartmentType)(APTTYPE *, APTTYPEQUALIFIER *);
+
+static HRESULT (WINAPI *real_SendReceive)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *);
+static HRESULT (WINAPI *real_FreeBuffer)(IRpcChannelBuffer *, RPCOLEMESSAGE *);
+
+static DWORD pending_call_tls = TLS_OUT_OF_INDEXES;  /* call id set by ClientFillBuffer */
+static DWORD server_call_tls = TLS_OUT_OF_INDEXES;   /* innermost server call context */
+static LONG next_sequence;
+static LONG channel_refused;
+static LONG discovery_started;
+static HANDLE discovery_done;
+
+/* ---------------------------------------------------------------------
+ * Cancelled call ids, published per client process.
+ */
+
+#define RING_SLOTS 1024
+
+struct cancel_ring
+{
+    LONG64 slots[RING_SLOTS];
+};
+
+struct ring_view
+{
+    DWORD pid;
+    HANDLE mapping;
+    struct cancel_ring *ring;
+};
+
+static SRWLOCK ring_lock = SRWLOCK_INIT;
+static struct ring_view ring_views[16];
+static unsigned int ring_view_count;
+
+static void ring_name(DWORD pid, WCHAR *name, size_t size)
+{
+    _snwprintf(name, size, L"Local\\cocancel-cancelled-%08lx", pid);
+    name[size - 1] = 0;
+}
+
+/* The ring of process pid, mapped on first use; create it for our own process only. */
+static struct cancel_ring *get_ring(DWORD pid, BOOL create)
+{
+    struct cancel_ring *ring = NULL;
+    HANDLE mapping;
+    WCHAR name[64];
+    unsigned int i;
+
+    AcquireSRWLockShared(&ring_lock);
+    for (i = 0; i < ring_view_count; i++)
+        if (ring_views[i].pid == pid) ring = ring_views[i].ring;
+    ReleaseSRWLockShared(&ring_lock);
+    if (ring) return ring;
+
+    ring_name(pid, name, ARRAY_SIZE(name));
+    if (create)
+        mapping = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, 0, sizeof(struct cancel_ring), name);
+    else
+        mapping = OpenFileMappingW(FILE_MAP_READ, FALSE, name);
+    if (!mapping) return NULL;
+    if (!(ring = MapViewOfFile(mapping, create ? FILE_MAP_WRITE : FILE_MAP_READ, 0, 0, sizeof(*ring))))
+    {
+        CloseHandle(mapping);
+        return NULL;
+    }
+
+    AcquireSRWLockExclusive(&ring_lock);
+    for (i = 0; i < ring_view_count; i++)
+        if (ring_views[i].pid == pid) break;
+    if (i < ring_view_count || ring_view_count == ARRAY_SIZE(ring_views))
+    {
+        /* Another thread mapped it first, or the cache is full: use a private view. */
+        struct cancel_ring *cached = i < ring_view_count ? ring_views[i].ring : NULL;
+
+        ReleaseSRWLockExclusive(&ring_lock);
+        if (cached)
+        {
+            UnmapViewOfFile(ring);
+            CloseHandle(mapping);
+            return cached;
+        }
+        /* Kept mapped: the cache is full, and a view is small. */
+        return ring;
+    }
+    ring_views[ring_view_count].pid = pid;
+    ring_views[ring_view_count].mapping = mapping;
+    ring_views[ring_view_count].ring = ring;
+    ring_view_count++;
+    ReleaseSRWLockExclusive(&ring_lock);
+    return ring;
+}
+
+void channel_mark_cancelled(ULONGLONG call_id)
+{
+    struct cancel_ring *ring = get_ring(GetCurrentProcessId(), TRUE);
+
+    TRACE("call %llx cancelled\n", (unsigned long long)call_id);
+    if (ring) InterlockedExchange64(&ring->slots[call_id % RING_SLOTS], (LONG64)call_id);
+}
+
+static BOOL call_cancelled(ULONGLONG call_id)
+{
+    struct cancel_ring *ring = get_ring((DWORD)(call_id >> 32), FALSE);
+
+    return ring && (ULONGLONG)InterlockedCompareExchange64(&ring->slots[call_id % RING_SLOTS], 0, 0) == call_id;
+}
+
+/* ---------------------------------------------------------------------
+ * The server side: a call context for the duration of each method.
+ */
+
+struct server_call
+{
+    ICancelMethodCalls ICancelMethodCalls_iface;
+    LONG refcount;
+    ULONGLONG call_id;
+    LONG cancelled;              /* cancelled by the server itself */
+    IUnknown *previous;          /* the call context it replaced */
+    struct server_call *outer;   /* the enclosing call on this thread */
+};
+
+static inline struct server_call *impl_from_server_ICancelMethodCalls(ICancelMethodCalls *iface)
+{
+    return CONTAINING_RECORD(iface, struct server_call, ICancelMethodCalls_iface);
+}
+
+static HRESULT WINAPI server_call_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    if (!ppv) return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICancelMethodCalls))
+    {
+        *ppv = iface;
+        ICancelMethodCalls_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI server_call_AddRef(ICancelMethodCalls *iface)
+{
+    return InterlockedIncrement(&impl_from_server_ICancelMethodCalls(iface)->refcount);
+}
+
+static ULONG WINAPI server_call_Release(ICancelMethodCalls *iface)
+{
+    struct server_call *call = impl_from_server_ICancelMethodCalls(iface);
+    ULONG refcount = InterlockedDecrement(&call->refcount);
+
+    if (!refcount) HeapFree(GetProcessHeap(), 0, call);
+    return refcount;
+}
+
+static HRESULT WINAPI server_call_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    InterlockedExchange(&impl_from_server_ICancelMethodCalls(iface)->cancelled, 1);
+    return S_OK;
+}
+
+static HRESULT WINAPI server_call_TestCancel(ICancelMethodCalls *iface)
+{
+    struct server_call *call = impl_from_server_ICancelMethodCalls(iface);
+
+    if (call->cancelled || call_cancelled(call->call_id)) return RPC_E_CALL_CANCELED;
+    return RPC_S_CALLPENDING;
+}
+
+static const ICancelMethodCallsVtbl server_call_vtbl =
+{
+    server_call_QueryInterface,
+    server_call_AddRef,
+    server_call_Release,
+    server_call_Cancel,
+    server_call_TestCancel,
+};
+
+/* ---------------------------------------------------------------------
+ * The channel hook.
+ */
+
+static void start_discovery(void);
+
+static ULONGLONG make_call_id(DWORD sequence)
+{
+    return ((ULONGLONG)GetCurrentProcessId() << 32) | sequence;
+}
+
+static HRESULT WINAPI hook_QueryInterface(IChannelHook *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IChannelHook))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI hook_AddRef(IChannelHook *iface)
+{
+    return 2;   /* a static object */
+}
+
+static ULONG WINAPI hook_Release(IChannelHook *iface)
+{
+    return 1;
+}
+
+static void WINAPI hook_ClientGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size)
+{
+    *size = sizeof(struct call_extension);
+    /* The first proxied call of a process that did not start discovery at load. */
+    start_discovery();
+}
+
+static void WINAPI hook_ClientFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid,
+                                         ULONG *size, void *buffer)
+{
+    struct call_extension *data = buffer;
+    DWORD sequence;
+
+    if (*size < sizeof(*data))
+    {
+        *size = 0;
+        return;
+    }
+    /* Never 0, which stands for "no call id". */
+    while (!(sequence = (DWORD)InterlockedIncrement(&next_sequence)));
+    data->magic = EXTENSION_MAGIC;
+    data->version = 1;
+    data->call_id = make_call_id(sequence);
+    *size = sizeof(*data);
+    /* Picked up by the SendReceive that follows this GetBuffer on the same thread. */
+    TlsSetValue(pending_call_tls, (void *)(ULONG_PTR)sequence);
+}
+
+static void WINAPI hook_ClientNotify(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG size,
+                                     void *buffer, DWORD data_rep, HRESULT fault)
+{
+}
+
+static void WINAPI hook_ServerNotify(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG size,
+                                     void *buffer, DWORD data_rep)
+{
+    const struct call_extension *data = buffer;
+    struct server_call *call;
+
+    if (!p_CoSwitchCallContext || size < sizeof(*data) || !buffer || data->magic != EXTENSION_MAGIC) return;
+    if (!(call = HeapAlloc(GetProcessHeap(), 0, sizeof(*call)))) return;
+    call->ICancelMethodCalls_iface.lpVtbl = &server_call_vtbl;
+    call->refcount = 1;
+    call->call_id = data->call_id;
+    call->cancelled = 0;
+    call->previous = NULL;
+    /* Runs on the thread that invokes the method, right before it. */
+    if (FAILED(p_CoSwitchCallContext((IUnknown *)&call->ICancelMethodCalls_iface, &call->previous)))
+    {
+        HeapFree(GetProcessHeap(), 0, call);
+        return;
+    }
+    call->outer = TlsGetValue(server_call_tls);
+    TlsSetValue(server_call_tls, call);
+    TRACE("server call %llx begins\n", (unsigned long long)call->call_id);
+}
+
+static void WINAPI hook_ServerGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, HRESULT fault,
+                                      ULONG *size)
+{
+    struct server_call *call = TlsGetValue(server_call_tls);
+    IUnknown *current;
+
+    *size = 0;
+    if (!call) return;
+    /* The reply is being marshaled: the method has returned. */
+    TlsSetValue(server_call_tls, call->outer);
+    p_CoSwitchCallContext(call->previous, &current);
+    TRACE("server call %llx ends\n", (unsigned long long)call->call_id);
+    ICancelMethodCalls_Release(&call->ICancelMethodCalls_iface);
+}
+
+static void WINAPI hook_ServerFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size,
+                                         void *buffer, HRESULT fault)
+{
+    *size = 0;
+}
+
+static const IChannelHookVtbl hook_vtbl =
+{
+    hook_QueryInterface,
+    hook_AddRef,
+    hook_Release,
+    hook_ClientGetSize,
+    hook_ClientFillBuffer,
+    hook_ClientNotify,
+    hook_ServerNotify,
+    hook_ServerGetSize,
+    hook_ServerFillBuffer,
+};
+
+static IChannelHook channel_hook = { &hook_vtbl };
+
+/* ---------------------------------------------------------------------
+ * Calls detached from an MTA caller.
+ */
+
+struct detached_call
+{
+    SLIST_ENTRY entry;              /* in the work queue */
+    LONG refcount;                  /* the caller (or the orphan list) and the worker */
+    IRpcChannelBuffer *chan;
+    RPCOLEMESSAGE msg;              /* the copy Wine's SendReceive works on */
+    ULONG status;
+    HRESULT hr;
+    ICancelMethodCalls *cancel;
+    RPCOLEMESSAGE *caller_msg;      /* while orphaned: the caller's message, whose FreeBuffer is skipped */
+    void *caller_state;
+    BOOL orphaned;
+    struct detached_call *next_orphan;
+};
+
+static SLIST_HEADER work_queue;
+static HANDLE work_semaphore;
+static LONG idle_workers;
+static CRITICAL_SECTION orphan_cs;
+static struct detached_call *orphans;
+static LONG orphan_count;
+
+static void detached_release(struct detached_call *call)
+{
+    if (InterlockedDecrement(&call->refcount)) return;
+    /* Last reference of an abandoned call: Wine's reply and per-call state go now. */
+    if (call->orphaned) real_FreeBuffer(call->chan, &call->msg);
+    IRpcChannelBuffer_Release(call->chan);
+    ICancelMethodCalls_Release(call->cancel);
+    _aligned_free(call);
+}
+
+static DWORD WINAPI worker_thread(void *arg)
+{
+    for (;;)
+    {
+        struct detached_call *call;
+
+        InterlockedIncrement(&idle_workers);
+        WaitForSingleObject(work_semaphore, INFINITE);
+        if (!(call = (struct detached_call *)InterlockedPopEntrySList(&work_queue))) continue;
+
+        /* The thread never initialises COM, so it runs in the process's MTA. */
+        call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+        if (CocancelCompleteCall(call->cancel) != S_OK)
+            TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
+        detached_release(call);
+    }
+    return 0;
+}
+
+static BOOL submit(struct detached_call *call)
+{
+    HANDLE thread;
+
+    /* Each detached call may block for long, so every call gets an idle worker. */
+    if (InterlockedDecrement(&idle_workers) < 0)
+    {
+        InterlockedIncrement(&idle_workers);
+        if (!(thread = CreateThread(NULL, 0, worker_thread, NULL, 0, NULL))) return FALSE;
+        CloseHandle(thread);
+        /* The new worker counts itself idle before it waits; claim it. */
+        while (InterlockedCompareExchange(&idle_workers, 0, 0) <= 0) Sleep(0);
+        InterlockedDecrement(&idle_workers);
+    }
+    InterlockedPushEntrySList(&work_queue, &call->entry);
+    ReleaseSemaphore(work_semaphore, 1, NULL);
+    return TRUE;
+}
+
+static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                     ICancelMethodCalls *cancel)
+{
+    struct detached_call *call;
+    HANDLE settled;
+    HRESULT hr;
+
+    if (!(settled = cancel_object_event(cancel))) return real_SendReceive(chan, msg, status);
+    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT)))
+        return real_SendReceive(chan, msg, status);
+    memset(call, 0, sizeof(*call));
+    call->refcount = 2;
+    call->chan = chan;
+    IRpcChannelBuffer_AddRef(chan);
+    call->msg = *msg;
+    call->cancel = cancel;
+    ICancelMethodCalls_AddRef(cancel);
+    if (!submit(call))
+    {
+        IRpcChannelBuffer_Release(chan);
+        ICancelMethodCalls_Release(cancel);
+        _aligned_free(call);
+        return real_SendReceive(chan, msg, status);
+    }
+
+    WaitForSingleObject(settled, INFINITE);
+    if (cancel_object_state(cancel) == CC_COMPLETE)
+    {
+        *msg = call->msg;
+        if (status) *status = call->status;
+        hr = call->hr;
+        detached_release(call);
+        return hr;
+    }
+
+    /* Cancelled: the worker still owns Wine's state; the FreeBuffer that the
+     * proxy is about to make for this message must not touch it. */
+    call->caller_msg = msg;
+    call->caller_state = msg->reserved1;
+    call->orphaned = TRUE;
+    EnterCriticalSection(&orphan_cs);
+    call->next_orphan = orphans;
+    orphans = call;
+    InterlockedIncrement(&orphan_count);
+    LeaveCriticalSection(&orphan_cs);
+    if (status) *status = RPC_S_CALL_CANCELLED;
+    return RPC_E_CALL_CANCELED;
+}
+
+/* ---------------------------------------------------------------------
+ * The channel slots.
+ */
+
+static BOOL caller_in_mta(void)
+{
+    APTTYPEQUALIFIER qualifier;
+    APTTYPE type;
+
+    if (!p_CoGetApartmentType || FAILED(p_CoGetApartmentType(&type, &qualifier))) return FALSE;
+    return type == APTTYPE_MTA;
+}
+
+static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    DWORD sequence = (DWORD)(ULONG_PTR)TlsGetValue(pending_call_tls);
+    ULONGLONG call_id = sequence ? make_call_id(sequence) : 0;
+    ICancelMethodCalls *cancel;
+    BOOL cancellable;
+    HRESULT hr;
+
+    TlsSetValue(pending_call_tls, NULL);
+    cancellable = cancellation_enabled();
+    if (FAILED(cancel_object_create(cancellable, call_id, &cancel))) return real_SendReceive(iface, msg, status);
+    if (FAILED(cancel_object_push(cancel)))
+    {
+        ICancelMethodCalls_Release(cancel);
+        return real_SendReceive(iface, msg, status);
+    }
+
+    if (cancellable && caller_in_mta())
+        hr = send_receive_detached(iface, msg, status, cancel);
+    else
+    {
+        hr = real_SendReceive(iface, msg, status);
+        /* Cancelled while it ran: the server's reply is not delivered (the
+         * proxy's FreeBuffer releases it as for any failed call). */
+        if (CocancelCompleteCall(cancel) == RPC_E_CALL_CANCELED && SUCCEEDED(hr)) hr = RPC_E_CALL_CANCELED;
+    }
+
+    cancel_object_pop(cancel);
+    ICancelMethodCalls_Release(cancel);
+    return hr;
+}
+
+static HRESULT WINAPI hook_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
+{
+    struct detached_call *call = NULL, **link;
+
+    if (InterlockedCompareExchange(&orphan_count, 0, 0))
+    {
+        EnterCriticalSection(&orphan_cs);
+        for (link = &orphans; *link; link = &(*link)->next_orphan)
+        {
+            if ((*link)->caller_msg != msg || (*link)->caller_state != msg->reserved1) continue;
+            call = *link;
+            *link = call->next_orphan;
+            InterlockedDecrement(&orphan_count);
+            break;
+        }
+        LeaveCriticalSection(&orphan_cs);
+        if (call)
+        {
+            TRACE("FreeBuffer of abandoned call %p deferred to its completion\n", call);
+            detached_release(call);
+            return S_OK;
+        }
+    }
+    return real_FreeBuffer(iface, msg);
+}
+
+/* ---------------------------------------------------------------------
+ * Finding the client channel vtable.
+ */
+
+struct probe_proxy
+{
+    IRpcProxyBuffer IRpcProxyBuffer_iface;
+    IUnknown IUnknown_iface;    /* the proxied ICocancelProbe, delegating to the proxy manager */
+    LONG refcount;
+    IUnknown *outer;
+};
+
+static void patch_channel_vtbl(IRpcChannelBuffer *chan);
+
+static inline struct probe_proxy *impl_from_IRpcProxyBuffer(IRpcProxyBuffer *iface)
+{
+    return CONTAINING_RECORD(iface, struct probe_proxy, IRpcProxyBuffer_iface);
+}
+
+static inline struct probe_proxy *impl_from_probe_IUnknown(IUnknown *iface)
+{
+    return CONTAINING_RECORD(iface, struct probe_proxy, IUnknown_iface);
+}
+
+static HRESULT WINAPI probe_proxy_buffer_QueryInterface(IRpcProxyBuffer *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IRpcProxyBuffer))
+    {
+        *ppv = iface;
+        IRpcProxyBuffer_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI probe_proxy_buffer_AddRef(IRpcProxyBuffer *iface)
+{
+    return InterlockedIncrement(&impl_from_IRpcProxyBuffer(iface)->refcount);
+}
+
+static ULONG WINAPI probe_proxy_buffer_Release(IRpcProxyBuffer *iface)
+{
+    struct probe_proxy *proxy = impl_from_IRpcProxyBuffer(iface);
+    ULONG refcount = InterlockedDecrement(&proxy->refcount);
+
+    if (!refcount) HeapFree(GetProcessHeap(), 0, proxy);
+    return refcount;
+}
+
+static HRESULT WINAPI probe_proxy_buffer_Connect(IRpcProxyBuffer *iface, IRpcChannelBuffer *chan)
+{
+    patch_channel_vtbl(chan);
+    return S_OK;
+}
+
+static void WINAPI probe_proxy_buffer_Disconnect(IRpcProxyBuffer *iface)
+{
+}
+
+static const IRpcProxyBufferVtbl probe_proxy_buffer_vtbl =
+{
+    probe_proxy_buffer_QueryInterface,
+    probe_proxy_buffer_AddRef,
+    probe_proxy_buffer_Release,
+    probe_proxy_buffer_Connect,
+    probe_proxy_buffer_Disconnect,
+};
+
+static HRESULT WINAPI probe_iface_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(impl_from_probe_IUnknown(iface)->outer, riid, ppv);
+}
+
+static ULONG WINAPI probe_iface_AddRef(IUnknown *iface)
+{
+    return IUnknown_AddRef(impl_from_probe_IUnknown(iface)->outer);
+}
+
+static ULONG WINAPI probe_iface_Release(IUnknown *iface)
+{
+    return IUnknown_Release(impl_from_probe_IUnknown(iface)->outer);
+}
+
+static const IUnknownVtbl probe_iface_vtbl = { probe_iface_QueryInterface, probe_iface_AddRef, probe_iface_Release };
+
+/* The stub side of the probe interface: it has no methods to dispatch. */
+struct probe_stub
+{
+    IRpcStubBuffer IRpcStubBuffer_iface;
+    LONG refcount;
+    IUnknown *server;
+};
+
+static inline struct probe_stub *impl_from_IRpcStubBuffer(IRpcStubBuffer *iface)
+{
+    return CONTAINING_RECORD(iface, struct probe_stub, IRpcStubBuffer_iface);
+}
+
+static HRESULT WINAPI probe_stub_QueryInterface(IRpcStubBuffer *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IRpcStubBuffer))
+    {
+        *ppv = iface;
+        IRpcStubBuffer_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI probe_stub_AddRef(IRpcStubBuffer *iface)
+{
+    return InterlockedIncrement(&impl_from_IRpcStubBuffer(iface)->refcount);
+}
+
+static ULONG WINAPI probe_stub_Release(IRpcStubBuffer *iface)
+{
+    struct probe_stub *stub = impl_from_IRpcStubBuffer(iface);
+    ULONG refcount = InterlockedDecrement(&stub->refcount);
+
+    if (!refcount)
+    {
+        if (stub->server) IUnknown_Release(stub->server);
+        HeapFree(GetProcessHeap(), 0, stub);
+    }
+    return refcount;
+}
+
+static HRESULT WINAPI probe_stub_Connect(IRpcStubBuffer *iface, IUnknown *server)
+{
+    struct probe_stub *stub = impl_from_IRpcStubBuffer(iface);
+
+    IUnknown_AddRef(server);
+    if (stub->server) IUnknown_Release(stub->server);
+    stub->server = server;
+    return S_OK;
+}
+
+static void WINAPI probe_stub_Disconnect(IRpcStubBuffer *iface)
+{
+    struct probe_stub *stub = impl_from_IRpcStubBuffer(iface);
+
+    if (stub->server) IUnknown_Release(stub->server);
+    stub->server = NULL;
+}
+
+static HRESULT WINAPI probe_stub_Invoke(IRpcStubBuffer *iface, RPCOLEMESSAGE *msg, IRpcChannelBuffer *chan)
+{
+    return RPC_E_UNEXPECTED;
+}
+
+static IRpcStubBuffer * WINAPI probe_stub_IsIIDSupported(IRpcStubBuffer *iface, REFIID riid)
+{
+    return NULL;
+}
+
+static ULONG WINAPI probe_stub_CountRefs(IRpcStubBuffer *iface)
+{
+    return impl_from_IRpcStubBuffer(iface)->refcount;
+}
+
+static HRESULT WINAPI probe_stub_DebugServerQueryInterface(IRpcStubBuffer *iface, void **ppv)
+{
+    *ppv = NULL;
+    return E_NOTIMPL;
+}
+
+static void WINAPI probe_stub_DebugServerRelease(IRpcStubBuffer *iface, void *pv)
+{
+}
+
+static const IRpcStubBufferVtbl probe_stub_vtbl =
+{
+    probe_stub_QueryInterface,
+    probe_stub_AddRef,
+    probe_stub_Release,
+    probe_stub_Connect,
+    probe_stub_Disconnect,
+    probe_stub_Invoke,
+    probe_stub_IsIIDSupported,
+    probe_stub_CountRefs,
+    probe_stub_DebugServerQueryInterface,
+    probe_stub_DebugServerRelease,
+};
+
+static HRESULT WINAPI probe_factory_QueryInterface(IPSFactoryBuffer *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IPSFactoryBuffer))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI probe_factory_AddRef(IPSFactoryBuffer *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI probe_factory_Release(IPSFactoryBuffer *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI probe_factory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer, REFIID riid,
+                                                IRpcProxyBuffer **proxy_buffer, void **ppv)
+{
+    struct probe_proxy *proxy;
+
+    *proxy_buffer = NULL;
+    *ppv = NULL;
+    if (!IsEqualIID(riid, &IID_ICocancelProbe)) return E_NOINTERFACE;
+    if (!(proxy = HeapAlloc(GetProcessHeap(), 0, sizeof(*proxy)))) return E_OUTOFMEMORY;
+    proxy->IRpcProxyBuffer_iface.lpVtbl = &probe_proxy_buffer_vtbl;
+    proxy->IUnknown_iface.lpVtbl = &probe_iface_vtbl;
+    proxy->refcount = 1;
+    proxy->outer = outer;
+    *proxy_buffer = &proxy->IRpcProxyBuffer_iface;
+    *ppv = &proxy->IUnknown_iface;
+    IUnknown_AddRef(outer);
+    return S_OK;
+}
+
+static HRESULT WINAPI probe_factory_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server,
+                                               IRpcStubBuffer **ppstub)
+{
+    struct probe_stub *stub;
+
+    *ppstub = NULL;
+    if (!IsEqualIID(riid, &IID_ICocancelProbe)) return E_NOINTERFACE;
+    if (!(stub = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*stub)))) return E_OUTOFMEMORY;
+    stub->IRpcStubBuffer_iface.lpVtbl = &probe_stub_vtbl;
+    stub->refcount = 1;
+    if (server) probe_stub_Connect(&stub->IRpcStubBuffer_iface, server);
+    *ppstub = &stub->IRpcStubBuffer_iface;
+    return S_OK;
+}
+
+static const IPSFactoryBufferVtbl probe_factory_vtbl =
+{
+    probe_factory_QueryInterface,
+    probe_factory_AddRef,
+    probe_factory_Release,
+    probe_factory_CreateProxy,
+    probe_factory_CreateStub,
+};
+
+static IPSFactoryBuffer probe_factory = { &probe_factory_vtbl };
+
+/* The object marshaled for the probe: it only answers IUnknown and ICocancelProbe. */
+static HRESULT WINAPI probe_object_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICocancelProbe))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI probe_object_AddRef(IUnknown *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI probe_object_Release(IUnknown *iface)
+{
+    return 1;
+}
+
+static const IUnknownVtbl probe_object_vtbl = { probe_object_QueryInterface, probe_object_AddRef, probe_object_Release };
+static IUnknown probe_object = { &probe_object_vtbl };
+
+/* Does ptr lie in the image of module? */
+static BOOL in_module(HMODULE module, const void *ptr, SIZE_T size)
+{
+    MODULEINFO info;
+
+    if (!K32GetModuleInformation(GetCurrentProcess(), module, &info, sizeof(info))) return FALSE;
+    return (const BYTE *)ptr >= (const BYTE *)info.lpBaseOfDll &&
+           (const BYTE *)ptr + size <= (const BYTE *)info.lpBaseOfDll + info.SizeOfImage;
+}
+
+static LONG channel_patched;
+
+static void patch_channel_vtbl(IRpcChannelBuffer *chan)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+    void **vtbl = (void **)chan->lpVtbl;
+    IRpcChannelBuffer *same = NULL;
+    unsigned int i;
+    DWORD old;
+
+    if (InterlockedCompareExchange(&channel_patched, 0, 0)) return;
+    /* Only Wine's own channel, all of whose methods live in combase, is touched. */
+    if (!combase || !in_module(combase, vtbl, 8 * sizeof(void *)))
+    {
+        WARN("client channel vtable %p is not in combase; not patched\n", vtbl);
+        InterlockedIncrement(&channel_refused);
+        return;
+    }
+    for (i = 0; i < 8; i++)
+    {
+        if (!in_module(combase, vtbl[i], 1))
+        {
+            WARN("client channel method %u at %p is not in combase; not patched\n", i, vtbl[i]);
+            InterlockedIncrement(&channel_refused);
+            return;
+        }
+    }
+    if (IRpcChannelBuffer_QueryInterface(chan, &IID_IRpcChannelBuffer, (void **)&same) != S_OK || same != chan)
+    {
+        if (same) IRpcChannelBuffer_Release(same);
+        WARN("object %p does not behave as a channel; not patched\n", chan);
+        InterlockedIncrement(&channel_refused);
+        return;
+    }
+    IRpcChannelBuffer_Release(same);
+
+    if (!VirtualProtect(&vtbl[4], 2 * sizeof(void *), PAGE_READWRITE, &old))
+    {
+        InterlockedIncrement(&channel_refused);
+        return;
+    }
+    real_SendReceive = vtbl[4];
+    real_FreeBuffer = vtbl[5];
+    /* FreeBuffer first: it is ready for orphans before any can exist. */
+    InterlockedExchangePointer(&vtbl[5], (void *)hook_FreeBuffer);
+    InterlockedExchangePointer(&vtbl[4], (void *)hook_SendReceive);
+    VirtualProtect(&vtbl[4], 2 * sizeof(void *), old, &old);
+    InterlockedExchange(&channel_patched, 1);
+    TRACE("client channel vtable %p patched\n", vtbl);
+}
+
+struct discovery
+{
+    IStream *stream;
+};
+
+static DWORD WINAPI discovery_sta_thread(void *arg)
+{
+    struct discovery *discovery = arg;
+    IUnknown *proxy = NULL;
+    DWORD cookie = 0;
+
+    if (FAILED(CoInitializeEx(NULL, COINIT_APARTMENTTHREADED))) return 0;
+    CoRegisterClassObject(&CLSID_CocancelProbePS, (IUnknown *)&probe_factory, CLSCTX_INPROC_SERVER,
+                          REGCLS_MULTIPLEUSE, &cookie);
+    CoRegisterPSClsid(&IID_ICocancelProbe, &CLSID_CocancelProbePS);
+    if (SUCCEEDED(CoGetInterfaceAndReleaseStream(discovery->stream, &IID_ICocancelProbe, (void **)&proxy)))
+        IUnknown_Release(proxy);
+    if (cookie) CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+/*
+ * Runs once per process on its own thread: marshals the probe object from an
+ * MTA thread and unmarshals it in an STA thread, whose proxy is then
+ * connected to a genuine client channel.
+ */
+static DWORD WINAPI discovery_thread(void *arg)
+{
+    struct discovery discovery = { NULL };
+    DWORD cookie = 0;
+    HANDLE sta;
+
+    if (SUCCEEDED(CoInitializeEx(NULL, COINIT_MULTITHREADED)))
+    {
+        CoRegisterClassObject(&CLSID_CocancelProbePS, (IUnknown *)&probe_factory, CLSCTX_INPROC_SERVER,
+                              REGCLS_MULTIPLEUSE, &cookie);
+        CoRegisterPSClsid(&IID_ICocancelProbe, &CLSID_CocancelProbePS);
+        if (SUCCEEDED(CoMarshalInterThreadInterfaceInStream(&IID_ICocancelProbe, &probe_object, &discovery.stream)))
+        {
+            if ((sta = CreateThread(NULL, 0, discovery_sta_thread, &discovery, 0, NULL)))
+            {
+                if (WaitForSingleObject(sta, 30000)) ERR("channel discovery did not finish\n");
+                CloseHandle(sta);
+            }
+        }
+        if (cookie) CoRevokeClassObject(cookie);
+        CoUninitialize();
+    }
+    if (!channel_patched) WARN("the client channel was not found: calls are not cancellable\n");
+    SetEvent(discovery_done);
+    return 0;
+}
+
+static void start_discovery(void)
+{
+    HANDLE thread;
+
+    if (InterlockedCompareExchange(&discovery_started, 1, 0)) return;
+    if ((thread = CreateThread(NULL, 0, discovery_thread, NULL, 0, NULL))) CloseHandle(thread);
+    else SetEvent(discovery_done);
+}
+
+/* A program of its own (not one of Wine's system processes) gets the hook at start-up. */
+static BOOL user_program(void)
+{
+    WCHAR exe[MAX_PATH], system[MAX_PATH];
+    UINT len = GetSystemDirectoryW(system, MAX_PATH);
+
+    if (!len || len >= MAX_PATH || !GetModuleFileNameW(NULL, exe, MAX_PATH)) return FALSE;
+    return _wcsnicmp(exe, system, len) || exe[len] != '\\';
+}
+
+void channel_get_status(struct cocancel_status *status)
+{
+    if (channel_patched) status->routes |= COCANCEL_ROUTE_CHANNEL;
+    status->refused_patches += channel_refused;
+}
+
+BOOL channel_wait_ready(DWORD timeout)
+{
+    start_discovery();
+    WaitForSingleObject(discovery_done, timeout);
+    return channel_patched;
+}
+
+void channel_init(void)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (!combase) return;
+    p_CoRegisterChannelHook = (void *)GetProcAddress(combase, "CoRegisterChannelHook");
+    p_CoSwitchCallContext = (void *)GetProcAddress(combase, "CoSwitchCallContext");
+    p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
+    pending_call_tls = TlsAlloc();
+    server_call_tls = TlsAlloc();
+    next_sequence = GetTickCount() & 0xffffff;
+    InitializeSListHead(&work_queue);
+    InitializeCriticalSection(&orphan_cs);
+    work_semaphore = CreateSemaphoreW(NULL, 0, 0x7fffffff, NULL);
+    discovery_done = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!p_CoRegisterChannelHook || pending_call_tls == TLS_OUT_OF_INDEXES || !work_semaphore || !discovery_done)
+    {
+        ERR("cannot set up call interception\n");
+        return;
+    }
+    if (FAILED(p_CoRegisterChannelHook(&cocancel_extension, &channel_hook)))
+    {
+        ERR("CoRegisterChannelHook failed\n");
+        return;
+    }
+    /* The thread starts running once the loader has finished attaching DLLs. */
+    if (user_program()) start_discovery();
+}

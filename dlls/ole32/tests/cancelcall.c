@@ -1,0 +1,507 @@
+/*
+ * Conformance tests for cancelling proxied calls: CoCancelCall against a
+ * thread blocked in a standard-marshaled call, CoTestCancel and
+ * CoGetCallContext(IID_ICancelMethodCalls) inside the server method.
+ *
+ * The server object implements IClassFactory (standard-marshaled by COM):
+ * CreateInstance for IID_IUnknown is the slow call, for IID_IPersist the
+ * quick one.
+ */
+
+#define COBJMACROS
+#define CONST_VTABLE
+
+#include <stdarg.h>
+
+#include "windef.h"
+#include "winbase.h"
+#include "winuser.h"
+#include "objbase.h"
+#include "objidl.h"
+
+#include "wine/test.h"
+
+static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
+static HRESULT (WINAPI *pCoTestCancel)(void);
+static HRESULT (WINAPI *pCoGetCancelObject)(DWORD, REFIID, void **);
+
+#define SLOW_RESULT  0x8004c0deu   /* CreateInstance's own result when nobody cancels */
+#define ABORT_RESULT E_ABORT       /* ... when it saw the cancel and stopped */
+
+/* What the server saw; written by the server thread, read after the call. */
+static struct
+{
+    HANDLE in_call;          /* set when CreateInstance starts */
+    HANDLE release;          /* set to let CreateInstance return */
+    HANDLE done;             /* set when CreateInstance returns */
+    BOOL poll_cancel;        /* CreateInstance stops when CoTestCancel reports the cancel */
+    HRESULT test_cancel_first, test_cancel_last, call_context;
+    HRESULT quick_test_cancel, quick_call_context;
+} server;
+
+static HRESULT WINAPI factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI factory_AddRef(IClassFactory *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI factory_Release(IClassFactory *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    ICancelMethodCalls *cancel;
+    DWORD start = GetTickCount();
+    HRESULT hr = SLOW_RESULT;
+
+    *ppv = NULL;
+    if (IsEqualIID(riid, &IID_IPersist))
+    {
+        server.quick_call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
+        if (SUCCEEDED(server.quick_call_context)) ICancelMethodCalls_Release(cancel);
+        server.quick_test_cancel = pCoTestCancel();
+        return S_FALSE;
+    }
+    server.call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
+    if (SUCCEEDED(server.call_context)) ICancelMethodCalls_Release(cancel);
+    server.test_cancel_first = server.test_cancel_last = pCoTestCancel();
+    SetEvent(server.in_call);
+    while (WaitForSingleObject(server.release, 5) == WAIT_TIMEOUT && GetTickCount() - start < 10000)
+    {
+        server.test_cancel_last = pCoTestCancel();
+        if (server.poll_cancel && server.test_cancel_last == RPC_E_CALL_CANCELED)
+        {
+            hr = ABORT_RESULT;
+            break;
+        }
+    }
+    SetEvent(server.done);
+    return hr;
+}
+
+static HRESULT WINAPI factory_LockServer(IClassFactory *iface, BOOL lock)
+{
+    return S_OK;
+}
+
+static const IClassFactoryVtbl factory_vtbl =
+{
+    factory_QueryInterface,
+    factory_AddRef,
+    factory_Release,
+    factory_CreateInstance,
+    factory_LockServer,
+};
+
+static IClassFactory factory = { &factory_vtbl };
+
+/* The apartment that hosts the object: a thread that pumps messages (STA) or just waits (MTA). */
+struct host
+{
+    DWORD model;
+    IStream *stream;
+    HANDLE ready, quit;
+    HANDLE thread;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    MSG msg;
+
+    CoInitializeEx(NULL, host->model);
+    CoMarshalInterThreadInterfaceInStream(&IID_IClassFactory, (IUnknown *)&factory, &host->stream);
+    SetEvent(host->ready);
+    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    CoUninitialize();
+    return 0;
+}
+
+static void start_host(struct host *host, DWORD model)
+{
+    host->model = model;
+    host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
+    ok(WaitForSingleObject(host->ready, 10000) == WAIT_OBJECT_0, "host did not start\n");
+}
+
+static void stop_host(struct host *host)
+{
+    SetEvent(host->quit);
+    ok(WaitForSingleObject(host->thread, 10000) == WAIT_OBJECT_0, "host did not stop\n");
+    CloseHandle(host->thread);
+    CloseHandle(host->ready);
+    CloseHandle(host->quit);
+}
+
+/* A client thread in its own apartment making calls on request. */
+struct client
+{
+    DWORD model;
+    BOOL enable;
+    IStream *stream;
+    IClassFactory *proxy;
+    HANDLE go, finished, thread;
+    DWORD tid;
+    enum { CALL_SLOW, CALL_QUICK, CALL_EXIT } what;
+    HRESULT hr;
+    DWORD elapsed;
+};
+
+static DWORD WINAPI client_thread(void *arg)
+{
+    struct client *client = arg;
+    HRESULT hr;
+    void *unk;
+
+    CoInitializeEx(NULL, client->model);
+    hr = CoGetInterfaceAndReleaseStream(client->stream, &IID_IClassFactory, (void **)&client->proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    if (client->enable) CoEnableCallCancellation(NULL);
+    SetEvent(client->finished);
+    for (;;)
+    {
+        MSG msg;
+        DWORD start;
+
+        while (MsgWaitForMultipleObjects(1, &client->go, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
+            while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+        if (client->what == CALL_EXIT) break;
+        start = GetTickCount();
+        if (client->what == CALL_SLOW)
+            client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IUnknown, &unk);
+        else
+            client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
+        client->elapsed = GetTickCount() - start;
+        SetEvent(client->finished);
+    }
+    if (client->enable) CoDisableCallCancellation(NULL);
+    IClassFactory_Release(client->proxy);
+    CoUninitialize();
+    return 0;
+}
+
+static void start_client(struct client *client, struct host *host, DWORD model, BOOL enable)
+{
+    memset(client, 0, sizeof(*client));
+    client->model = model;
+    client->enable = enable;
+    client->stream = host->stream;
+    host->stream = NULL;
+    client->go = CreateEventW(NULL, FALSE, FALSE, NULL);
+    client->finished = CreateEventW(NULL, FALSE, FALSE, NULL);
+    client->thread = CreateThread(NULL, 0, client_thread, client, 0, &client->tid);
+    ok(WaitForSingleObject(client->finished, 10000) == WAIT_OBJECT_0, "client did not start\n");
+}
+
+static void client_call(struct client *client, int what)
+{
+    client->what = what;
+    SetEvent(client->go);
+}
+
+static BOOL client_wait(struct client *client, DWORD timeout)
+{
+    return WaitForSingleObject(client->finished, timeout) == WAIT_OBJECT_0;
+}
+
+static void stop_client(struct client *client)
+{
+    client_call(client, CALL_EXIT);
+    ok(WaitForSingleObject(client->thread, 10000) == WAIT_OBJECT_0, "client did not stop\n");
+    CloseHandle(client->thread);
+    CloseHandle(client->go);
+    CloseHandle(client->finished);
+}
+
+static void reset_server(BOOL poll_cancel)
+{
+    ResetEvent(server.in_call);
+    ResetEvent(server.release);
+    ResetEvent(server.done);
+    server.poll_cancel = poll_cancel;
+    server.test_cancel_first = server.test_cancel_last = server.call_context = 0xdeadbeef;
+}
+
+/* Starts the slow call and waits until the server is inside it. */
+static BOOL begin_slow_call(struct client *client)
+{
+    client_call(client, CALL_SLOW);
+    return WaitForSingleObject(server.in_call, 10000) == WAIT_OBJECT_0;
+}
+
+/*
+ * Windows gives every proxied call a cancel object from the start; an
+ * implementation that has to find its way into the channel first may need a
+ * moment after the process starts.  Waits (at most 5 s) for that.
+ */
+static BOOL wait_for_interception(void)
+{
+    struct host host;
+    struct client client;
+    BOOL found = FALSE;
+    unsigned int i;
+    void *cancel;
+
+    start_host(&host, COINIT_APARTMENTTHREADED);
+    start_client(&client, &host, COINIT_MULTITHREADED, FALSE);
+    for (i = 0; i < 100 && !found; i++)
+    {
+        reset_server(FALSE);
+        if (!begin_slow_call(&client)) break;
+        if (pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, &cancel) == S_OK)
+        {
+            IUnknown_Release((IUnknown *)cancel);
+            found = TRUE;
+        }
+        SetEvent(server.release);
+        client_wait(&client, 10000);
+        if (!found) Sleep(50);
+    }
+    stop_client(&client);
+    stop_host(&host);
+    return found;
+}
+
+static const char *model_name(DWORD model)
+{
+    return model == COINIT_MULTITHREADED ? "MTA" : "STA";
+}
+
+static void test_cancel_object_during_call(DWORD client_model, DWORD host_model)
+{
+    ICancelMethodCalls *cancel, *cancel2;
+    struct client client;
+    struct host host;
+    HRESULT hr;
+
+    winetest_push_context("%s client, %s object", model_name(client_model), model_name(host_model));
+    start_host(&host, host_model);
+    start_client(&client, &host, client_model, FALSE);
+
+    /* Not enabled: the call has a cancel object, but it cannot be cancelled. */
+    reset_server(TRUE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel2);
+    ok(hr == S_OK && cancel2 == cancel, "got %#lx, %p vs %p\n", hr, cancel2, cancel);
+    if (hr == S_OK) ICancelMethodCalls_Release(cancel2);
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == CO_E_CANCEL_DISABLED, "got %#lx\n", hr);
+    if (cancel)
+    {
+        hr = ICancelMethodCalls_TestCancel(cancel);
+        ok(hr == RPC_S_CALLPENDING, "got %#lx\n", hr);
+    }
+    ok(!client_wait(&client, 100), "the call returned early\n");
+    SetEvent(server.release);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == SLOW_RESULT, "got %#lx\n", client.hr);
+    ok(server.test_cancel_last == RPC_S_CALLPENDING, "server saw %#lx\n", server.test_cancel_last);
+    ok(server.call_context == S_OK, "CoGetCallContext in the method got %#lx\n", server.call_context);
+
+    /* After the call: no cancel object; the old one reports the call complete. */
+    hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel2);
+    ok(hr == E_NOINTERFACE, "got %#lx\n", hr);
+    if (cancel)
+    {
+        hr = ICancelMethodCalls_Cancel(cancel, 0);
+        ok(hr == RPC_E_CALL_COMPLETE || hr == CO_E_CANCEL_DISABLED, "got %#lx\n", hr);
+        ICancelMethodCalls_Release(cancel);
+    }
+
+    /* The quick method sees a call context, and no cancel. */
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+    ok(server.quick_call_context == S_OK, "got %#lx\n", server.quick_call_context);
+    ok(server.quick_test_cancel == RPC_S_CALLPENDING, "got %#lx\n", server.quick_test_cancel);
+
+    stop_client(&client);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
+static void test_cancel_call(DWORD client_model, DWORD host_model, BOOL server_cooperates)
+{
+    struct client client;
+    struct host host;
+    DWORD start, elapsed;
+    HRESULT hr;
+
+    winetest_push_context("%s client, %s object%s", model_name(client_model), model_name(host_model),
+                          server_cooperates ? "" : ", server ignores the cancel");
+    start_host(&host, host_model);
+    start_client(&client, &host, client_model, TRUE);
+
+    reset_server(server_cooperates);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    start = GetTickCount();
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(client_wait(&client, 2000), "the caller was not released within 2 s\n");
+    elapsed = GetTickCount() - start;
+    ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
+    trace("released %lu ms after CoCancelCall\n", elapsed);
+
+    /* The server saw the cancel (it may run on, as on Windows). */
+    if (!server_cooperates) SetEvent(server.release);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+    ok(server.test_cancel_first == RPC_S_CALLPENDING, "server first saw %#lx\n", server.test_cancel_first);
+    if (server_cooperates)
+        ok(server.test_cancel_last == RPC_E_CALL_CANCELED, "server last saw %#lx\n", server.test_cancel_last);
+
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == E_NOINTERFACE, "got %#lx\n", hr);
+
+    /* The next call on the same proxy gets its own result. */
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+    ok(server.quick_test_cancel == RPC_S_CALLPENDING, "got %#lx\n", server.quick_test_cancel);
+
+    stop_client(&client);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
+static void test_cancel_timeout(void)
+{
+    struct client client;
+    struct host host;
+    DWORD start, elapsed;
+    HRESULT hr;
+
+    start_host(&host, COINIT_APARTMENTTHREADED);
+    start_client(&client, &host, COINIT_MULTITHREADED, TRUE);
+
+    /* The server finishes within the grace period: the caller gets its result. */
+    reset_server(TRUE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    hr = pCoCancelCall(client.tid, 5);
+    ok(hr == RPC_E_CALL_COMPLETE, "got %#lx\n", hr);
+    ok(client_wait(&client, 5000), "the call did not return\n");
+    ok(client.hr == ABORT_RESULT, "got %#lx\n", client.hr);
+
+    /* It does not: the caller is released when the grace period ends. */
+    reset_server(FALSE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    start = GetTickCount();
+    hr = pCoCancelCall(client.tid, 1);
+    elapsed = GetTickCount() - start;
+    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(elapsed >= 900 && elapsed < 3000, "CoCancelCall took %lu ms\n", elapsed);
+    ok(client_wait(&client, 2000), "the caller was not released\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
+    SetEvent(server.release);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    stop_client(&client);
+    stop_host(&host);
+}
+
+/* Many cancelled calls leave no threads or handles behind. */
+static void test_repeated_cancel(void)
+{
+    struct client client;
+    struct host host;
+    HANDLE probe_before, probe_after;
+    unsigned int i, released = 0;
+
+    start_host(&host, COINIT_APARTMENTTHREADED);
+    start_client(&client, &host, COINIT_MULTITHREADED, TRUE);
+
+    /* Warm up, so that lazily created per-process state is not counted. */
+    for (i = 0; i < 5; i++)
+    {
+        reset_server(TRUE);
+        if (!begin_slow_call(&client)) break;
+        pCoCancelCall(client.tid, 0);
+        client_wait(&client, 5000);
+        WaitForSingleObject(server.done, 5000);
+    }
+    probe_before = CreateEventW(NULL, FALSE, FALSE, NULL);
+    CloseHandle(probe_before);
+
+    for (i = 0; i < 200; i++)
+    {
+        reset_server(TRUE);
+        if (!begin_slow_call(&client)) break;
+        pCoCancelCall(client.tid, 0);
+        if (client_wait(&client, 5000) && client.hr == RPC_E_CALL_CANCELED) released++;
+        WaitForSingleObject(server.done, 5000);
+    }
+    ok(released == 200, "%u of 200 calls were released by the cancel\n", released);
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000) && client.hr == S_FALSE, "got %#lx\n", client.hr);
+
+    /* Handles are reused lowest first: a leak would push a new one up. */
+    Sleep(100);
+    probe_after = CreateEventW(NULL, FALSE, FALSE, NULL);
+    CloseHandle(probe_after);
+    ok((ULONG_PTR)probe_after <= (ULONG_PTR)probe_before + 16 * sizeof(HANDLE),
+       "handles grew from %p to %p over 200 cancels\n", probe_before, probe_after);
+
+    stop_client(&client);
+    stop_host(&host);
+}
+
+static void test_call_context_outside(void)
+{
+    void *cancel;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    hr = CoGetCallContext(&IID_ICancelMethodCalls, &cancel);
+    ok(hr == RPC_E_CALL_COMPLETE, "got %#lx\n", hr);
+    hr = pCoTestCancel();
+    ok(hr == RPC_E_CALL_COMPLETE, "got %#lx\n", hr);
+    CoUninitialize();
+}
+
+START_TEST(cancelcall)
+{
+    HMODULE ole32 = GetModuleHandleA("ole32.dll");
+
+    pCoCancelCall = (void *)GetProcAddress(ole32, "CoCancelCall");
+    pCoTestCancel = (void *)GetProcAddress(ole32, "CoTestCancel");
+    pCoGetCancelObject = (void *)GetProcAddress(ole32, "CoGetCancelObject");
+    if (!pCoCancelCall || !pCoTestCancel || !pCoGetCancelObject)
+    {
+        win_skip("the call-cancellation API is not available\n");
+        return;
+    }
+    server.in_call = CreateEventW(NULL, TRUE, FALSE, NULL);
+    server.release = CreateEventW(NULL, TRUE, FALSE, NULL);
+    server.done = CreateEventW(NULL, TRUE, FALSE, NULL);
+
+    ok(wait_for_interception(), "proxied calls never got a cancel object\n");
+    test_call_context_outside();
+    test_cancel_object_during_call(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
+    test_cancel_object_during_call(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
+    test_cancel_object_during_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+    test_cancel_call(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED, FALSE);
+    test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED, TRUE);
+    test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
+    test_cancel_timeout();
+    test_repeated_cancel();
+
+    CloseHandle(server.in_call);
+    CloseHandle(server.release);
+    CloseHandle(server.done);
+}

@@ -424,6 +424,8 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
         if ((status = cc_call_expire(&object->call)) != CC_OK) return hresult_from_status(status);
     }
     settle(object);
+    /* A caller blocked in the transport is released by aborting it there. */
+    if (object->call_id) channel_abort_call(object->call_id);
     return S_OK;
 }
 

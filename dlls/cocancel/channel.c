@@ -472,6 +472,137 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
 }
 
 /* ---------------------------------------------------------------------
+ * Calls from STA threads that reach the RPC transport (cross-process, or
+ * into the MTA): Wine runs I_RpcSendReceive on a pool thread while the STA
+ * pumps.  The engine hooks combase's import of it to learn that thread, and
+ * a cancel aborts the transport call there with RpcCancelThread; Wine then
+ * finishes the call itself, with an error, and closes that connection, so
+ * the next call on the proxy gets a connection (and reply) of its own.
+ */
+
+struct transport_call
+{
+    struct transport_call *next;
+    RPCOLEMESSAGE *msg;
+    ULONGLONG call_id;
+    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
+    BOOL entered, left;
+};
+
+static RPC_STATUS (WINAPI *real_I_RpcSendReceive)(RPC_MESSAGE *);
+static CRITICAL_SECTION transport_cs;
+static struct transport_call *transport_calls;
+static LONG transport_count;
+
+static RPC_STATUS WINAPI hook_I_RpcSendReceive(RPC_MESSAGE *msg)
+{
+    struct transport_call *call = NULL;
+    HANDLE thread = NULL;
+    RPC_STATUS status;
+
+    if (InterlockedCompareExchange(&transport_count, 0, 0))
+    {
+        EnterCriticalSection(&transport_cs);
+        for (call = transport_calls; call; call = call->next)
+            if ((RPC_MESSAGE *)call->msg == msg && !call->entered) break;
+        if (call && DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &thread,
+                                    THREAD_ALL_ACCESS, FALSE, 0))
+        {
+            call->thread = thread;
+            call->entered = TRUE;
+        }
+        else call = NULL;
+        LeaveCriticalSection(&transport_cs);
+    }
+    status = real_I_RpcSendReceive(msg);
+    if (call)
+    {
+        EnterCriticalSection(&transport_cs);
+        call->thread = NULL;
+        call->left = TRUE;
+        LeaveCriticalSection(&transport_cs);
+        CloseHandle(thread);
+    }
+    return status;
+}
+
+static void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id)
+{
+    memset(call, 0, sizeof(*call));
+    call->msg = msg;
+    call->call_id = call_id;
+    EnterCriticalSection(&transport_cs);
+    call->next = transport_calls;
+    transport_calls = call;
+    InterlockedIncrement(&transport_count);
+    LeaveCriticalSection(&transport_cs);
+}
+
+static void transport_unwatch(struct transport_call *call)
+{
+    struct transport_call **link;
+
+    EnterCriticalSection(&transport_cs);
+    for (link = &transport_calls; *link; link = &(*link)->next)
+    {
+        if (*link != call) continue;
+        *link = call->next;
+        InterlockedDecrement(&transport_count);
+        break;
+    }
+    LeaveCriticalSection(&transport_cs);
+}
+
+/*
+ * Called by the cancel object of a call.  A cancel that reaches the pool
+ * thread before it waits for the reply is lost, so it is repeated until the
+ * transport call ends (or 2 s pass: the call then ends when the server
+ * replies, as a cooperative cancel).  A call that has not entered the
+ * transport within 50 ms never will: it was posted to an STA in this
+ * process, and ends when that STA has run it.
+ */
+void channel_abort_call(ULONGLONG call_id)
+{
+    unsigned int i;
+
+    if (!call_id || !real_I_RpcSendReceive) return;
+    for (i = 0; i < 2000; i++)
+    {
+        struct transport_call *call;
+        BOOL pending = FALSE;
+
+        EnterCriticalSection(&transport_cs);
+        for (call = transport_calls; call; call = call->next)
+            if (call->call_id == call_id) break;
+        if (call && !call->left && (call->entered || i < 50))
+        {
+            pending = TRUE;
+            if (call->thread) RpcCancelThread(call->thread);
+        }
+        LeaveCriticalSection(&transport_cs);
+        if (!pending) return;
+        Sleep(1);
+    }
+}
+
+/* Redirects combase's import of rpcrt4!I_RpcSendReceive, after checking the slot. */
+static void hook_transport(HMODULE combase)
+{
+    HMODULE rpcrt4 = GetModuleHandleW(L"rpcrt4.dll");
+    void *target = rpcrt4 ? (void *)GetProcAddress(rpcrt4, "I_RpcSendReceive") : NULL;
+    void **slot;
+
+    if (!target || !(slot = find_import_slot(combase, "rpcrt4.dll", "I_RpcSendReceive")) || *slot != target)
+    {
+        WARN("combase's import of I_RpcSendReceive not found as expected; STA callers are released by the server\n");
+        InterlockedIncrement(&channel_refused);
+        return;
+    }
+    real_I_RpcSendReceive = target;
+    if (!write_pointer(slot, (void *)hook_I_RpcSendReceive)) real_I_RpcSendReceive = NULL;
+}
+
+/* ---------------------------------------------------------------------
  * The channel slots.
  */
 
@@ -505,10 +636,14 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
         hr = send_receive_detached(iface, msg, status, cancel);
     else
     {
+        struct transport_call transport;
+
+        if (cancellable) transport_watch(&transport, msg, call_id);
         hr = real_SendReceive(iface, msg, status);
-        /* Cancelled while it ran: the server's reply is not delivered (the
+        if (cancellable) transport_unwatch(&transport);
+        /* Cancelled while it ran: whatever came back is not delivered (the
          * proxy's FreeBuffer releases it as for any failed call). */
-        if (CocancelCompleteCall(cancel) == RPC_E_CALL_CANCELED && SUCCEEDED(hr)) hr = RPC_E_CALL_CANCELED;
+        if (CocancelCompleteCall(cancel) == RPC_E_CALL_CANCELED) hr = RPC_E_CALL_CANCELED;
     }
 
     cancel_object_pop(cancel);
@@ -975,6 +1110,7 @@ void channel_init(void)
     p_CoSwitchCallContext = (void *)GetProcAddress(combase, "CoSwitchCallContext");
     p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
     pending_call_tls = TlsAlloc();
+    InitializeCriticalSection(&transport_cs);
     server_call_tls = TlsAlloc();
     next_sequence = GetTickCount() & 0xffffff;
     InitializeSListHead(&work_queue);
@@ -991,6 +1127,7 @@ void channel_init(void)
         ERR("CoRegisterChannelHook failed\n");
         return;
     }
+    hook_transport(combase);
     /* The thread starts running once the loader has finished attaching DLLs. */
     if (user_program()) start_discovery();
 }

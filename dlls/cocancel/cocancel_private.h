@@ -35,6 +35,7 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
 /* channel.c */
 void channel_init(void);
 void channel_mark_cancelled(ULONGLONG call_id);
+void channel_abort_call(ULONGLONG call_id);
 void channel_get_status(struct cocancel_status *status);
 BOOL channel_wait_ready(DWORD timeout);
 
@@ -48,6 +49,8 @@ extern const struct api_export api_exports[];
 extern const unsigned int api_export_count;
 
 void patch_install(HMODULE engine);
+void **find_import_slot(HMODULE module, const char *dll, const char *name);
+BOOL write_pointer(void **slot, void *value);
 void patch_get_status(struct cocancel_status *status);
 
 /* Resolved from combase at start-up (never imported: the carrier ole32 loads us). */

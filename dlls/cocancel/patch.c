@@ -418,6 +418,43 @@ static void graft_ole32(HMODULE ole32)
     status_add(COCANCEL_ROUTE_OLE32_GRAFT);
 }
 
+/* The import slot of module for dll!name (by name), or NULL. */
+void **find_import_slot(HMODULE module, const char *dll, const char *name)
+{
+    const IMAGE_IMPORT_DESCRIPTOR *desc;
+    IMAGE_DATA_DIRECTORY *dir;
+    IMAGE_NT_HEADERS *nt;
+
+    if (!(nt = image_headers(module))) return NULL;
+    dir = &nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_IMPORT];
+    if (!(desc = image_rva(module, nt, dir->VirtualAddress, dir->Size))) return NULL;
+    for (; image_rva(module, nt, (DWORD)((BYTE *)desc - (BYTE *)module), sizeof(*desc)) && desc->Name; desc++)
+    {
+        const IMAGE_THUNK_DATA *names;
+        IMAGE_THUNK_DATA *slots;
+        const char *desc_dll;
+
+        if (!(desc_dll = image_rva(module, nt, desc->Name, 1)) || _stricmp(desc_dll, dll)) continue;
+        if (!desc->OriginalFirstThunk) continue;
+        if (!(names = image_rva(module, nt, desc->OriginalFirstThunk, sizeof(*names)))) continue;
+        if (!(slots = image_rva(module, nt, desc->FirstThunk, sizeof(*slots)))) continue;
+        for (; readable(names, sizeof(*names)) && names->u1.AddressOfData; names++, slots++)
+        {
+            const IMAGE_IMPORT_BY_NAME *import;
+
+            if (IMAGE_SNAP_BY_ORDINAL(names->u1.Ordinal)) continue;
+            if (!(import = image_rva(module, nt, (DWORD)names->u1.AddressOfData, sizeof(*import)))) continue;
+            if (!strcmp((const char *)import->Name, name)) return (void **)&slots->u1.Function;
+        }
+    }
+    return NULL;
+}
+
+BOOL write_pointer(void **slot, void *value)
+{
+    return write_memory(slot, &value, sizeof(value), FALSE);
+}
+
 static const struct api_export *find_api(const char *name)
 {
     unsigned int i;

@@ -151,7 +151,8 @@ static BOOL call_cancelled(ULONGLONG call_id)
 {
     struct cancel_ring *ring = get_ring((DWORD)(call_id >> 32), FALSE);
 
-    return ring && (ULONGLONG)InterlockedCompareExchange64(&ring->slots[call_id % RING_SLOTS], 0, 0) == call_id;
+    /* The view is read-only: a plain aligned read (an interlocked one would write). */
+    return ring && (ULONGLONG)*(volatile LONG64 *)&ring->slots[call_id % RING_SLOTS] == call_id;
 }
 
 /* ---------------------------------------------------------------------

@@ -19,7 +19,12 @@
 #include "objbase.h"
 #include "objidl.h"
 
+#include "winreg.h"
+
 #include "wine/test.h"
+
+/* The class of the local server: this test program, started by COM with -Embedding. */
+static const CLSID CLSID_CancelServer = {0x3c1e7d40, 0x51a8, 0x4b6e, {0x9b, 0x77, 0x0e, 0x2d, 0x41, 0x8a, 0x6f, 0x15}};
 
 static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
 static HRESULT (WINAPI *pCoTestCancel)(void);
@@ -34,6 +39,7 @@ static struct
     HANDLE in_call;          /* set when CreateInstance starts */
     HANDLE release;          /* set to let CreateInstance return */
     HANDLE done;             /* set when CreateInstance returns */
+    HANDLE ignore;           /* set: a local server ignores the cancel */
     BOOL poll_cancel;        /* CreateInstance stops when CoTestCancel reports the cancel */
     HRESULT test_cancel_first, test_cancel_last, call_context;
     HRESULT quick_test_cancel, quick_call_context;
@@ -67,6 +73,8 @@ static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *out
     HRESULT hr = SLOW_RESULT;
 
     *ppv = NULL;
+    /* Asked from another process: what did the last slow call see at its end? */
+    if (IsEqualIID(riid, &IID_IPersistStream)) return server.test_cancel_last;
     if (IsEqualIID(riid, &IID_IPersist))
     {
         server.quick_call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
@@ -81,12 +89,15 @@ static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *out
     while (WaitForSingleObject(server.release, 5) == WAIT_TIMEOUT && GetTickCount() - start < 10000)
     {
         server.test_cancel_last = pCoTestCancel();
-        if (server.poll_cancel && server.test_cancel_last == RPC_E_CALL_CANCELED)
+        if (server.poll_cancel && server.test_cancel_last == RPC_E_CALL_CANCELED &&
+            WaitForSingleObject(server.ignore, 0) == WAIT_TIMEOUT)
         {
             hr = ABORT_RESULT;
             break;
         }
     }
+    /* What the method sees as it ends, whether it was let go or gave up. */
+    server.test_cancel_last = pCoTestCancel();
     SetEvent(server.done);
     return hr;
 }
@@ -157,7 +168,7 @@ struct client
     IClassFactory *proxy;
     HANDLE go, finished, thread;
     DWORD tid;
-    enum { CALL_SLOW, CALL_QUICK, CALL_EXIT } what;
+    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_EXIT } what;
     HRESULT hr;
     DWORD elapsed;
 };
@@ -184,6 +195,8 @@ static DWORD WINAPI client_thread(void *arg)
         start = GetTickCount();
         if (client->what == CALL_SLOW)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IUnknown, &unk);
+        else if (client->what == CALL_QUERY)
+            client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersistStream, &unk);
         else
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
         client->elapsed = GetTickCount() - start;
@@ -461,6 +474,122 @@ static void test_repeated_cancel(void)
     stop_host(&host);
 }
 
+static void open_server_events(void)
+{
+    server.in_call = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_in_call");
+    server.release = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_release");
+    server.done = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_done");
+    server.ignore = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_ignore");
+}
+
+/* The local server: runs until the client lets it go (or 60 s pass). */
+static void run_local_server(void)
+{
+    HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_quit");
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    hr = CoRegisterClassObject(&CLSID_CancelServer, (IUnknown *)&factory, CLSCTX_LOCAL_SERVER,
+                               REGCLS_MULTIPLEUSE, &cookie);
+    ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
+    WaitForSingleObject(quit, 60000);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    CloseHandle(quit);
+}
+
+static BOOL register_local_server(void)
+{
+    WCHAR key[128], exe[MAX_PATH], command[MAX_PATH + 32];
+    HKEY hkey;
+    LONG ret;
+
+    GetModuleFileNameW(NULL, exe, MAX_PATH);
+    wcscpy(command, L"\"");
+    wcscat(command, exe);
+    wcscat(command, L"\" cancelcall");
+    StringFromGUID2(&CLSID_CancelServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    wcscat(key, L"\\LocalServer32");
+    ret = RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL);
+    if (ret) return FALSE;
+    ret = RegSetValueExW(hkey, NULL, 0, REG_SZ, (BYTE *)command, (wcslen(command) + 1) * sizeof(WCHAR));
+    RegCloseKey(hkey);
+    return !ret;
+}
+
+static void unregister_local_server(void)
+{
+    WCHAR key[128];
+
+    StringFromGUID2(&CLSID_CancelServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
+}
+
+/* A host whose object lives in a local server process started by COM. */
+static BOOL start_remote_host(struct host *host, DWORD client_model)
+{
+    IClassFactory *proxy;
+    HRESULT hr;
+
+    memset(host, 0, sizeof(*host));
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    hr = CoGetClassObject(&CLSID_CancelServer, CLSCTX_LOCAL_SERVER, NULL, &IID_IClassFactory, (void **)&proxy);
+    ok(hr == S_OK, "CoGetClassObject got %#lx\n", hr);
+    if (FAILED(hr))
+    {
+        CoUninitialize();
+        return FALSE;
+    }
+    /* Hand the proxy to the client thread's apartment. */
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_IClassFactory, (IUnknown *)proxy, &host->stream);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    IClassFactory_Release(proxy);
+    return SUCCEEDED(hr);
+}
+
+static void test_cross_process(DWORD client_model, BOOL server_cooperates)
+{
+    struct client client;
+    struct host host;
+    DWORD start;
+    HRESULT hr;
+
+    winetest_push_context("%s client, local server%s", model_name(client_model),
+                          server_cooperates ? "" : " ignoring the cancel");
+    if (!start_remote_host(&host, client_model))
+    {
+        winetest_pop_context();
+        return;
+    }
+    start_client(&client, &host, client_model, TRUE);
+
+    reset_server(TRUE);
+    if (server_cooperates) ResetEvent(server.ignore);
+    else SetEvent(server.ignore);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    start = GetTickCount();
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(client_wait(&client, 2000), "the caller was not released within 2 s\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
+    trace("released %lu ms after CoCancelCall\n", GetTickCount() - start);
+    if (!server_cooperates) SetEvent(server.release);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    /* The next call gets its own result, and the server saw the cancel. */
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+    client_call(&client, CALL_QUERY);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "the server's CoTestCancel last said %#lx\n", client.hr);
+
+    stop_client(&client);
+    CoUninitialize();
+    winetest_pop_context();
+}
+
 static void test_call_context_outside(void)
 {
     void *cancel;
@@ -477,6 +606,8 @@ static void test_call_context_outside(void)
 START_TEST(cancelcall)
 {
     HMODULE ole32 = GetModuleHandleA("ole32.dll");
+    char **argv;
+    int argc = winetest_get_mainargs(&argv);
 
     pCoCancelCall = (void *)GetProcAddress(ole32, "CoCancelCall");
     pCoTestCancel = (void *)GetProcAddress(ole32, "CoTestCancel");
@@ -486,9 +617,13 @@ START_TEST(cancelcall)
         win_skip("the call-cancellation API is not available\n");
         return;
     }
-    server.in_call = CreateEventW(NULL, TRUE, FALSE, NULL);
-    server.release = CreateEventW(NULL, TRUE, FALSE, NULL);
-    server.done = CreateEventW(NULL, TRUE, FALSE, NULL);
+    open_server_events();
+    if (argc > 2 && !_stricmp(argv[2], "-Embedding"))
+    {
+        server.poll_cancel = TRUE;
+        run_local_server();
+        return;
+    }
 
     ok(wait_for_interception(), "proxied calls never got a cancel object\n");
     test_call_context_outside();
@@ -501,6 +636,20 @@ START_TEST(cancelcall)
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
     test_cancel_timeout();
     test_repeated_cancel();
+
+    if (register_local_server())
+    {
+        HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_quit");
+
+        test_cross_process(COINIT_MULTITHREADED, TRUE);
+        test_cross_process(COINIT_APARTMENTTHREADED, TRUE);
+        test_cross_process(COINIT_MULTITHREADED, FALSE);
+        test_cross_process(COINIT_APARTMENTTHREADED, FALSE);
+        SetEvent(quit);
+        CloseHandle(quit);
+        unregister_local_server();
+    }
+    else skip("cannot register the local server\n");
 
     CloseHandle(server.in_call);
     CloseHandle(server.release);

@@ -461,6 +461,17 @@ HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodC
     return S_OK;
 }
 
+/* Cancels the call whether or not cancellation was enabled (message-filter cancel). */
+void cancel_object_abort(ICancelMethodCalls *cancel)
+{
+    struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
+
+    if (cc_call_abort(&object->call) != CC_OK) return;
+    if (object->call_id) channel_mark_cancelled(object->call_id);
+    settle(object);
+    if (object->call_id) channel_abort_call(object->call_id);
+}
+
 HANDLE cancel_object_event(ICancelMethodCalls *cancel)
 {
     return settled_event(impl_from_ICancelMethodCalls(cancel));

@@ -27,6 +27,7 @@ void cancel_thread_detach(void);
 void cancel_init(void);
 HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
 HANDLE cancel_object_event(ICancelMethodCalls *cancel);
+void cancel_object_abort(ICancelMethodCalls *cancel);
 enum cc_state cancel_object_state(ICancelMethodCalls *cancel);
 HRESULT cancel_object_push(ICancelMethodCalls *cancel);
 void cancel_object_pop(ICancelMethodCalls *cancel);

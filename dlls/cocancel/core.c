@@ -73,6 +73,26 @@ enum cc_status cc_call_cancel(struct cc_call *call, int grace)
     }
 }
 
+enum cc_status cc_call_abort(struct cc_call *call)
+{
+    int word = cc_call_word(call);
+
+    for (;;)
+    {
+        switch (word & CC_CALL_STATE_MASK)
+        {
+        case CC_CANCELLED:
+            return CC_OK;
+        case CC_PENDING:
+        case CC_CANCELLING:
+            if (cc_call_move(call, &word, CC_CANCELLED)) return CC_OK;
+            break;
+        default:
+            return CC_E_COMPLETE;
+        }
+    }
+}
+
 enum cc_status cc_call_expire(struct cc_call *call)
 {
     int word = cc_call_word(call);

@@ -66,6 +66,8 @@ int cc_call_cancellable(const struct cc_call *call);
 enum cc_status cc_call_begin(struct cc_call *call, int cancellable);
 /* A cancel request; grace != 0 gives the server time to finish (CANCELLING). */
 enum cc_status cc_call_cancel(struct cc_call *call, int grace);
+/* Cancels whatever the flag says (a message filter's PENDINGMSG_CANCELCALL). */
+enum cc_status cc_call_abort(struct cc_call *call);
 /* The grace period ran out: CANCELLING -> CANCELLED, or CC_E_COMPLETE if the call made it. */
 enum cc_status cc_call_expire(struct cc_call *call);
 /* The reply arrived: CC_OK if it is to be delivered, CC_E_CANCELLED if it must be discarded. */

@@ -129,6 +129,24 @@ static void test_call_cancel_without_grace_cuts_grace(void **state)
     assert_int_equal(cc_call_state(&call), CC_CANCELLED);
 }
 
+static void test_call_abort_ignores_flag(void **state)
+{
+    struct cc_call call;
+
+    (void)state;
+    begin_pending(&call, 0);
+    assert_int_equal(cc_call_cancel(&call, 0), CC_E_DISABLED);
+    assert_int_equal(cc_call_abort(&call), CC_OK);
+    assert_int_equal(cc_call_state(&call), CC_CANCELLED);
+    assert_int_equal(cc_call_abort(&call), CC_OK);
+    assert_int_equal(cc_call_complete(&call), CC_E_CANCELLED);
+    assert_int_equal(cc_call_finish(&call), CC_E_CANCELLED);
+    assert_int_equal(cc_call_abort(&call), CC_E_COMPLETE);
+    begin_pending(&call, 1);
+    assert_int_equal(cc_call_complete(&call), CC_OK);
+    assert_int_equal(cc_call_abort(&call), CC_E_COMPLETE);
+}
+
 struct race
 {
     struct cc_call call;
@@ -269,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_call_grace_server_in_time),
         cmocka_unit_test(test_call_grace_expires),
         cmocka_unit_test(test_call_cancel_without_grace_cuts_grace),
+        cmocka_unit_test(test_call_abort_ignores_flag),
         cmocka_unit_test(test_call_race_cancel_complete),
         cmocka_unit_test(test_seconds_to_ms),
         cmocka_unit_test(test_stack),

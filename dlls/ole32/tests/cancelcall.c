@@ -159,11 +159,65 @@ static void stop_host(struct host *host)
     CloseHandle(host->quit);
 }
 
+/* A message filter that cancels the call in progress once asked to. */
+static LONG filter_cancel, filter_pending_calls;
+
+static HRESULT WINAPI filter_QueryInterface(IMessageFilter *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IMessageFilter))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI filter_AddRef(IMessageFilter *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI filter_Release(IMessageFilter *iface)
+{
+    return 1;
+}
+
+static DWORD WINAPI filter_HandleInComingCall(IMessageFilter *iface, DWORD type, HTASK caller, DWORD ticks,
+                                              INTERFACEINFO *info)
+{
+    return SERVERCALL_ISHANDLED;
+}
+
+static DWORD WINAPI filter_RetryRejectedCall(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
+{
+    return ~0u;
+}
+
+static DWORD WINAPI filter_MessagePending(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
+{
+    InterlockedIncrement(&filter_pending_calls);
+    return filter_cancel ? PENDINGMSG_CANCELCALL : PENDINGMSG_WAITDEFPROCESS;
+}
+
+static const IMessageFilterVtbl filter_vtbl =
+{
+    filter_QueryInterface,
+    filter_AddRef,
+    filter_Release,
+    filter_HandleInComingCall,
+    filter_RetryRejectedCall,
+    filter_MessagePending,
+};
+
+static IMessageFilter message_filter = { &filter_vtbl };
+
 /* A client thread in its own apartment making calls on request. */
 struct client
 {
     DWORD model;
     BOOL enable;
+    BOOL filter;
     IStream *stream;
     IClassFactory *proxy;
     HANDLE go, finished, thread;
@@ -183,6 +237,7 @@ static DWORD WINAPI client_thread(void *arg)
     hr = CoGetInterfaceAndReleaseStream(client->stream, &IID_IClassFactory, (void **)&client->proxy);
     ok(hr == S_OK, "unmarshal got %#lx\n", hr);
     if (client->enable) CoEnableCallCancellation(NULL);
+    if (client->filter) CoRegisterMessageFilter(&message_filter, NULL);
     SetEvent(client->finished);
     for (;;)
     {
@@ -203,22 +258,29 @@ static DWORD WINAPI client_thread(void *arg)
         SetEvent(client->finished);
     }
     if (client->enable) CoDisableCallCancellation(NULL);
+    if (client->filter) CoRegisterMessageFilter(NULL, NULL);
     IClassFactory_Release(client->proxy);
     CoUninitialize();
     return 0;
 }
 
-static void start_client(struct client *client, struct host *host, DWORD model, BOOL enable)
+static void start_client_ex(struct client *client, struct host *host, DWORD model, BOOL enable, BOOL filter)
 {
     memset(client, 0, sizeof(*client));
     client->model = model;
     client->enable = enable;
+    client->filter = filter;
     client->stream = host->stream;
     host->stream = NULL;
     client->go = CreateEventW(NULL, FALSE, FALSE, NULL);
     client->finished = CreateEventW(NULL, FALSE, FALSE, NULL);
     client->thread = CreateThread(NULL, 0, client_thread, client, 0, &client->tid);
     ok(WaitForSingleObject(client->finished, 10000) == WAIT_OBJECT_0, "client did not start\n");
+}
+
+static void start_client(struct client *client, struct host *host, DWORD model, BOOL enable)
+{
+    start_client_ex(client, host, model, enable, FALSE);
 }
 
 static void client_call(struct client *client, int what)
@@ -590,6 +652,45 @@ static void test_cross_process(DWORD client_model, BOOL server_cooperates)
     winetest_pop_context();
 }
 
+/* PENDINGMSG_CANCELCALL from the message filter of an STA caller cancels the call. */
+static void test_message_filter_cancel(DWORD host_model)
+{
+    struct client client;
+    struct host host;
+    DWORD start;
+
+    winetest_push_context("STA client, %s object", model_name(host_model));
+    start_host(&host, host_model);
+    /* Cancellation is not enabled: the filter cancels all the same. */
+    start_client_ex(&client, &host, COINIT_APARTMENTTHREADED, FALSE, TRUE);
+
+    filter_cancel = 0;
+    filter_pending_calls = 0;
+    reset_server(host_model == COINIT_APARTMENTTHREADED);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    /* A message for the waiting thread makes COM ask its filter. */
+    PostThreadMessageW(client.tid, WM_USER, 0, 0);
+    ok(!client_wait(&client, 200), "the call returned early\n");
+    ok(filter_pending_calls > 0, "MessagePending was not called\n");
+    filter_cancel = 1;
+    start = GetTickCount();
+    PostThreadMessageW(client.tid, WM_USER, 0, 0);
+    ok(client_wait(&client, 2000), "the caller was not released within 2 s\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
+    trace("released %lu ms after the filter cancelled\n", GetTickCount() - start);
+    filter_cancel = 0;
+    SetEvent(server.release);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+
+    stop_client(&client);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
 static void test_call_context_outside(void)
 {
     void *cancel;
@@ -636,6 +737,8 @@ START_TEST(cancelcall)
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
     test_cancel_timeout();
     test_repeated_cancel();
+    test_message_filter_cancel(COINIT_MULTITHREADED);
+    test_message_filter_cancel(COINIT_APARTMENTTHREADED);
 
     if (register_local_server())
     {

@@ -285,13 +285,21 @@ static BYTE *alloc_near_image(HMODULE module, IMAGE_NT_HEADERS *nt, SIZE_T size)
     return NULL;
 }
 
+static BOOL module_is(HMODULE module, const WCHAR *name);
+
 /* Is this the builtin ole32 that cocancel's carrier loaded to forward to?
  * Programs never bind to it by name, so it is left as it is. */
 static BOOL behind_carrier(HMODULE ole32)
 {
-    HMODULE carrier = GetModuleHandleW(L"ole32.dll");
+    HMODULE modules[1024];
+    DWORD needed = 0, i;
 
-    return carrier && carrier != ole32 && GetProcAddress(carrier, "CocancelCarrierVersion");
+    if (!K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed)) return FALSE;
+    for (i = 0; i < min(needed / sizeof(HMODULE), ARRAY_SIZE(modules)); i++)
+        if (modules[i] != ole32 && module_is(modules[i], L"ole32.dll") &&
+            GetProcAddress(modules[i], "CocancelCarrierVersion"))
+            return TRUE;
+    return FALSE;
 }
 
 /*

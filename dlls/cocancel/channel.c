@@ -53,6 +53,7 @@ static HRESULT (WINAPI *real_SendReceive)(IRpcChannelBuffer *, RPCOLEMESSAGE *, 
 static HRESULT (WINAPI *real_FreeBuffer)(IRpcChannelBuffer *, RPCOLEMESSAGE *);
 
 static DWORD pending_call_tls = TLS_OUT_OF_INDEXES;  /* call id set by ClientFillBuffer */
+static DWORD transport_tls = TLS_OUT_OF_INDEXES;     /* the call being built goes through rpcrt4 */
 static DWORD server_call_tls = TLS_OUT_OF_INDEXES;   /* innermost server call context */
 static LONG next_sequence;
 static LONG channel_refused;
@@ -259,6 +260,8 @@ static ULONG WINAPI hook_Release(IChannelHook *iface)
 static void WINAPI hook_ClientGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size)
 {
     *size = sizeof(struct call_extension);
+    /* A new request: hook_I_RpcGetBuffer says below whether it goes to the transport. */
+    TlsSetValue(transport_tls, NULL);
     /* The first proxied call of a process that did not start discovery at load. */
     start_discovery();
 }
@@ -491,6 +494,20 @@ struct transport_call
 };
 
 static RPC_STATUS (WINAPI *real_I_RpcSendReceive)(RPC_MESSAGE *);
+static RPC_STATUS (WINAPI *real_I_RpcGetBuffer)(RPC_MESSAGE *);
+
+/*
+ * Wine's GetBuffer asks rpcrt4 for the buffer only when the call will go
+ * through the RPC runtime (it allocates one itself for a call posted to an
+ * STA of this process).  Noting that lets an MTA caller keep its call on
+ * its own thread, aborting it in the transport on cancel, instead of
+ * handing it to an engine thread.
+ */
+static RPC_STATUS WINAPI hook_I_RpcGetBuffer(RPC_MESSAGE *msg)
+{
+    TlsSetValue(transport_tls, (void *)1);
+    return real_I_RpcGetBuffer(msg);
+}
 static CRITICAL_SECTION transport_cs;
 static struct transport_call *transport_calls;
 static LONG transport_count;
@@ -600,7 +617,21 @@ static void hook_transport(HMODULE combase)
         return;
     }
     real_I_RpcSendReceive = target;
-    if (!write_pointer(slot, (void *)hook_I_RpcSendReceive)) real_I_RpcSendReceive = NULL;
+    if (!write_pointer(slot, (void *)hook_I_RpcSendReceive))
+    {
+        real_I_RpcSendReceive = NULL;
+        return;
+    }
+
+    target = (void *)GetProcAddress(rpcrt4, "I_RpcGetBuffer");
+    if (!target || !(slot = find_import_slot(combase, "rpcrt4.dll", "I_RpcGetBuffer")) || *slot != target)
+    {
+        WARN("combase's import of I_RpcGetBuffer not found as expected; MTA callers always use a helper thread\n");
+        InterlockedIncrement(&channel_refused);
+        return;
+    }
+    real_I_RpcGetBuffer = target;
+    if (!write_pointer(slot, (void *)hook_I_RpcGetBuffer)) real_I_RpcGetBuffer = NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -740,7 +771,8 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     }
 
     mta = caller_in_mta();
-    if (cancellable && mta)
+    /* An MTA caller is detached unless the call goes to the transport, where it can be aborted. */
+    if (cancellable && mta && !TlsGetValue(transport_tls))
         hr = send_receive_detached(iface, msg, status, cancel);
     else
     {
@@ -1222,6 +1254,7 @@ void channel_init(void)
     p_CoSwitchCallContext = (void *)GetProcAddress(combase, "CoSwitchCallContext");
     p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
     pending_call_tls = TlsAlloc();
+    transport_tls = TlsAlloc();
     InitializeCriticalSection(&transport_cs);
     server_call_tls = TlsAlloc();
     next_sequence = GetTickCount() & 0xffffff;

@@ -223,6 +223,24 @@ HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
     return hr;
 }
 
+/* Pushes unk on the calling thread's stack, with a reference of its own. */
+static HRESULT push_cancel_object(IUnknown *unk)
+{
+    struct thread_record *record;
+
+    if (!(record = current_record(TRUE))) return E_OUTOFMEMORY;
+    IUnknown_AddRef(unk);
+    AcquireSRWLockExclusive(&record->lock);
+    if (cc_stack_push(&record->stack, unk))
+    {
+        ReleaseSRWLockExclusive(&record->lock);
+        IUnknown_Release(unk);
+        return E_OUTOFMEMORY;
+    }
+    ReleaseSRWLockExclusive(&record->lock);
+    return S_OK;
+}
+
 /***********************************************************************
  *           CoSetCancelObject    (cocancel.@)
  *
@@ -253,17 +271,7 @@ HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
         return E_NOINTERFACE;
     ICancelMethodCalls_Release(cancel);
 
-    if (!(record = current_record(TRUE))) return E_OUTOFMEMORY;
-    IUnknown_AddRef(unk);
-    AcquireSRWLockExclusive(&record->lock);
-    if (cc_stack_push(&record->stack, unk))
-    {
-        ReleaseSRWLockExclusive(&record->lock);
-        IUnknown_Release(unk);
-        return E_OUTOFMEMORY;
-    }
-    ReleaseSRWLockExclusive(&record->lock);
-    return S_OK;
+    return push_cancel_object(unk);
 }
 
 /***********************************************************************
@@ -485,19 +493,7 @@ enum cc_state cancel_object_state(ICancelMethodCalls *cancel)
 /* Pushes a cancel object on the calling thread's stack without the checks of CoSetCancelObject. */
 HRESULT cancel_object_push(ICancelMethodCalls *cancel)
 {
-    struct thread_record *record;
-
-    if (!(record = current_record(TRUE))) return E_OUTOFMEMORY;
-    ICancelMethodCalls_AddRef(cancel);
-    AcquireSRWLockExclusive(&record->lock);
-    if (cc_stack_push(&record->stack, cancel))
-    {
-        ReleaseSRWLockExclusive(&record->lock);
-        ICancelMethodCalls_Release(cancel);
-        return E_OUTOFMEMORY;
-    }
-    ReleaseSRWLockExclusive(&record->lock);
-    return S_OK;
+    return push_cancel_object((IUnknown *)cancel);
 }
 
 /* Pops 'cancel' if it is the innermost object (a program may have pushed its own on top). */

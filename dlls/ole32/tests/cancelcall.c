@@ -18,6 +18,8 @@
 #include "winuser.h"
 #include "objbase.h"
 #include "objidl.h"
+#include "oaidl.h"
+#include "oleauto.h"
 
 #include "winreg.h"
 
@@ -45,11 +47,18 @@ static struct
     HRESULT quick_test_cancel, quick_call_context;
 } server;
 
+static IDispatch dispatch;
+
 static HRESULT WINAPI factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
 {
     if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
     {
         *ppv = iface;
+        return S_OK;
+    }
+    if (IsEqualIID(riid, &IID_IDispatch))
+    {
+        *ppv = &dispatch;
         return S_OK;
     }
     *ppv = NULL;
@@ -66,22 +75,13 @@ static ULONG WINAPI factory_Release(IClassFactory *iface)
     return 1;
 }
 
-static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+/* The slow job: runs until released, or until it sees the cancel when it polls. */
+static HRESULT slow_job(void)
 {
     ICancelMethodCalls *cancel;
     DWORD start = GetTickCount();
     HRESULT hr = SLOW_RESULT;
 
-    *ppv = NULL;
-    /* Asked from another process: what did the last slow call see at its end? */
-    if (IsEqualIID(riid, &IID_IPersistStream)) return server.test_cancel_last;
-    if (IsEqualIID(riid, &IID_IPersist))
-    {
-        server.quick_call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
-        if (SUCCEEDED(server.quick_call_context)) ICancelMethodCalls_Release(cancel);
-        server.quick_test_cancel = pCoTestCancel();
-        return S_FALSE;
-    }
     server.call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
     if (SUCCEEDED(server.call_context)) ICancelMethodCalls_Release(cancel);
     server.test_cancel_first = server.test_cancel_last = pCoTestCancel();
@@ -102,6 +102,23 @@ static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *out
     return hr;
 }
 
+static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    ICancelMethodCalls *cancel;
+
+    *ppv = NULL;
+    /* Asked from another process: what did the last slow call see at its end? */
+    if (IsEqualIID(riid, &IID_IPersistStream)) return server.test_cancel_last;
+    if (IsEqualIID(riid, &IID_IPersist))
+    {
+        server.quick_call_context = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
+        if (SUCCEEDED(server.quick_call_context)) ICancelMethodCalls_Release(cancel);
+        server.quick_test_cancel = pCoTestCancel();
+        return S_FALSE;
+    }
+    return slow_job();
+}
+
 static HRESULT WINAPI factory_LockServer(IClassFactory *iface, BOOL lock)
 {
     return S_OK;
@@ -117,6 +134,121 @@ static const IClassFactoryVtbl factory_vtbl =
 };
 
 static IClassFactory factory = { &factory_vtbl };
+
+/*
+ * The same object's IDispatch (marshaled by oleaut32), for calls with BSTRs,
+ * an [in, out] argument and an interface pointer.  DISPID_SLOW is the slow
+ * job; DISPID_ECHO(in, [in, out] inout, callback) answers "echo:" + in,
+ * turns inout into "inout:" + inout, and calls back the client's IErrorLog.
+ */
+#define DISPID_SLOW 1
+#define DISPID_ECHO 2
+
+static HRESULT WINAPI dispatch_QueryInterface(IDispatch *iface, REFIID riid, void **ppv)
+{
+    return factory_QueryInterface(&factory, riid, ppv);
+}
+
+static ULONG WINAPI dispatch_AddRef(IDispatch *iface) { return 2; }
+static ULONG WINAPI dispatch_Release(IDispatch *iface) { return 1; }
+
+static HRESULT WINAPI dispatch_GetTypeInfoCount(IDispatch *iface, UINT *count)
+{
+    *count = 0;
+    return S_OK;
+}
+
+static HRESULT WINAPI dispatch_GetTypeInfo(IDispatch *iface, UINT index, LCID lcid, ITypeInfo **info)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI dispatch_GetIDsOfNames(IDispatch *iface, REFIID riid, LPOLESTR *names, UINT count,
+                                             LCID lcid, DISPID *ids)
+{
+    return E_NOTIMPL;
+}
+
+static BSTR concat(const WCHAR *prefix, const WCHAR *text)
+{
+    WCHAR buffer[64];
+
+    lstrcpynW(buffer, prefix, ARRAY_SIZE(buffer));
+    lstrcpynW(buffer + wcslen(buffer), text ? text : L"", ARRAY_SIZE(buffer) - wcslen(buffer));
+    return SysAllocString(buffer);
+}
+
+static HRESULT WINAPI dispatch_Invoke(IDispatch *iface, DISPID id, REFIID riid, LCID lcid, WORD flags,
+                                      DISPPARAMS *params, VARIANT *result, EXCEPINFO *excep, UINT *arg_err)
+{
+    IErrorLog *log;
+    EXCEPINFO info;
+    HRESULT hr;
+    BSTR old;
+
+    if (id == DISPID_SLOW)
+    {
+        hr = slow_job();
+        /* A reply the client must never see if it cancelled. */
+        if (result)
+        {
+            V_VT(result) = VT_BSTR;
+            V_BSTR(result) = SysAllocString(L"late reply");
+        }
+        return hr;
+    }
+    if (id != DISPID_ECHO || params->cArgs != 3 || !result) return DISP_E_MEMBERNOTFOUND;
+    if (V_VT(&params->rgvarg[2]) != VT_BSTR || V_VT(&params->rgvarg[1]) != (VT_BYREF | VT_BSTR) ||
+        V_VT(&params->rgvarg[0]) != VT_UNKNOWN)
+        return DISP_E_TYPEMISMATCH;
+    if (SUCCEEDED(IUnknown_QueryInterface(V_UNKNOWN(&params->rgvarg[0]), &IID_IErrorLog, (void **)&log)))
+    {
+        memset(&info, 0, sizeof(info));
+        IErrorLog_AddError(log, L"echo", &info);
+        IErrorLog_Release(log);
+    }
+    old = *V_BSTRREF(&params->rgvarg[1]);
+    *V_BSTRREF(&params->rgvarg[1]) = concat(L"inout:", old);
+    SysFreeString(old);
+    V_VT(result) = VT_BSTR;
+    V_BSTR(result) = concat(L"echo:", V_BSTR(&params->rgvarg[2]));
+    return S_OK;
+}
+
+static const IDispatchVtbl dispatch_vtbl =
+{
+    dispatch_QueryInterface, dispatch_AddRef, dispatch_Release, dispatch_GetTypeInfoCount,
+    dispatch_GetTypeInfo, dispatch_GetIDsOfNames, dispatch_Invoke,
+};
+
+static IDispatch dispatch = { &dispatch_vtbl };
+
+/* The client's error log: the server calls back into it during "echo". */
+static LONG error_log_calls;
+
+static HRESULT WINAPI log_QueryInterface(IErrorLog *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IErrorLog))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI log_AddRef(IErrorLog *iface) { return 2; }
+static ULONG WINAPI log_Release(IErrorLog *iface) { return 1; }
+
+static HRESULT WINAPI log_AddError(IErrorLog *iface, LPCOLESTR name, EXCEPINFO *info)
+{
+    InterlockedIncrement(&error_log_calls);
+    return S_OK;
+}
+
+static const IErrorLogVtbl log_vtbl = { log_QueryInterface, log_AddRef, log_Release, log_AddError };
+
+static IErrorLog error_log = { &log_vtbl };
 
 /* The apartment that hosts the object: a thread that pumps messages (STA) or just waits (MTA). */
 struct host
@@ -222,10 +354,39 @@ struct client
     IClassFactory *proxy;
     HANDLE go, finished, thread;
     DWORD tid;
-    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_EXIT } what;
+    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
+    WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
     DWORD elapsed;
 };
+
+static HRESULT dispatch_call(struct client *client)
+{
+    VARIANT args[3], result;
+    DISPPARAMS params = { args, NULL, 3, 0 };
+    BSTR inout = SysAllocString(L"pong");
+    IDispatch *disp;
+    HRESULT hr;
+
+    client->echo[0] = client->inout[0] = 0;
+    if (FAILED(hr = IClassFactory_QueryInterface(client->proxy, &IID_IDispatch, (void **)&disp))) return hr;
+    V_VT(&args[2]) = VT_BSTR;
+    V_BSTR(&args[2]) = SysAllocString(L"ping");
+    V_VT(&args[1]) = VT_BYREF | VT_BSTR;
+    V_BSTRREF(&args[1]) = &inout;
+    V_VT(&args[0]) = VT_UNKNOWN;
+    V_UNKNOWN(&args[0]) = (IUnknown *)&error_log;
+    VariantInit(&result);
+    hr = IDispatch_Invoke(disp, client->what == CALL_DISP_SLOW ? DISPID_SLOW : DISPID_ECHO, &IID_NULL, 0,
+                          DISPATCH_METHOD, &params, &result, NULL, NULL);
+    if (V_VT(&result) == VT_BSTR && V_BSTR(&result)) lstrcpynW(client->echo, V_BSTR(&result), ARRAY_SIZE(client->echo));
+    if (inout) lstrcpynW(client->inout, inout, ARRAY_SIZE(client->inout));
+    VariantClear(&result);
+    SysFreeString(V_BSTR(&args[2]));
+    SysFreeString(inout);
+    IDispatch_Release(disp);
+    return hr;
+}
 
 static DWORD WINAPI client_thread(void *arg)
 {
@@ -252,6 +413,8 @@ static DWORD WINAPI client_thread(void *arg)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IUnknown, &unk);
         else if (client->what == CALL_QUERY)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersistStream, &unk);
+        else if (client->what == CALL_DISP_SLOW || client->what == CALL_DISP_ECHO)
+            client->hr = dispatch_call(client);
         else
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
         client->elapsed = GetTickCount() - start;
@@ -652,6 +815,47 @@ static void test_cross_process(DWORD client_model, BOOL server_cooperates)
     winetest_pop_context();
 }
 
+/* A cancelled call with BSTRs, an [in, out] argument and an interface
+ * pointer; the next call gets its own reply, never the abandoned one. */
+static void test_cancel_parameters(DWORD client_model, DWORD host_model)
+{
+    struct client client;
+    struct host host;
+
+    winetest_push_context("%s client, %s object", model_name(client_model), model_name(host_model));
+    start_host(&host, host_model);
+    start_client(&client, &host, client_model, TRUE);
+
+    error_log_calls = 0;
+    client_call(&client, CALL_DISP_ECHO);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_OK, "got %#lx\n", client.hr);
+    ok(!wcscmp(client.echo, L"echo:ping"), "got %s\n", wine_dbgstr_w(client.echo));
+    ok(!wcscmp(client.inout, L"inout:pong"), "got %s\n", wine_dbgstr_w(client.inout));
+    ok(error_log_calls == 1, "the server called the error log %ld times\n", error_log_calls);
+
+    reset_server(FALSE);
+    client_call(&client, CALL_DISP_SLOW);
+    ok(WaitForSingleObject(server.in_call, 10000) == WAIT_OBJECT_0, "the call did not reach the server\n");
+    ok(pCoCancelCall(client.tid, 0) == S_OK, "CoCancelCall failed\n");
+    ok(client_wait(&client, 2000), "the caller was not released within 2 s\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
+    ok(!client.echo[0], "got result %s\n", wine_dbgstr_w(client.echo));
+    SetEvent(server.release);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    client_call(&client, CALL_DISP_ECHO);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_OK, "got %#lx\n", client.hr);
+    ok(!wcscmp(client.echo, L"echo:ping"), "got %s\n", wine_dbgstr_w(client.echo));
+    ok(!wcscmp(client.inout, L"inout:pong"), "got %s\n", wine_dbgstr_w(client.inout));
+    ok(error_log_calls == 2, "the server called the error log %ld times\n", error_log_calls);
+
+    stop_client(&client);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
 /* PENDINGMSG_CANCELCALL from the message filter of an STA caller cancels the call. */
 static void test_message_filter_cancel(DWORD host_model)
 {
@@ -737,6 +941,8 @@ START_TEST(cancelcall)
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
     test_cancel_timeout();
     test_repeated_cancel();
+    test_cancel_parameters(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
+    test_cancel_parameters(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_APARTMENTTHREADED);
 

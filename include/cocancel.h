@@ -34,6 +34,7 @@ extern "C" {
 #define COCANCEL_ROUTE_CARRIER       0x0010 /* loaded by cocancel's carrier ole32.dll */
 #define COCANCEL_ROUTE_COMBASE_REAL  0x0020 /* combase implements the API itself: left alone */
 #define COCANCEL_ROUTE_CHANNEL       0x0040 /* proxied calls are intercepted (cancellable) */
+#define COCANCEL_ROUTE_ASYNC         0x0080 /* proxies answer ICallFactory (asynchronous calls) */
 
 struct cocancel_status
 {

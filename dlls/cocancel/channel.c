@@ -285,6 +285,7 @@ static void WINAPI hook_ClientFillBuffer(IChannelHook *iface, REFGUID extension,
     *size = sizeof(*data);
     /* Picked up by the SendReceive that follows this GetBuffer on the same thread. */
     TlsSetValue(pending_call_tls, (void *)(ULONG_PTR)sequence);
+    async_client_fill(riid);
 }
 
 static void WINAPI hook_ClientNotify(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG size,
@@ -762,6 +763,8 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     HRESULT hr;
 
     TlsSetValue(pending_call_tls, NULL);
+    /* The request of an asynchronous call is the call engine's. */
+    if (async_send_receive(iface, msg, status, call_id, &hr)) return hr;
     cancellable = cancellation_enabled();
     if (FAILED(cancel_object_create(cancellable, call_id, &cancel))) return real_SendReceive(iface, msg, status);
     if (FAILED(cancel_object_push(cancel)))
@@ -792,6 +795,18 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
 
     cancel_object_pop(cancel);
     ICancelMethodCalls_Release(cancel);
+    return hr;
+}
+
+/* Wine's SendReceive for a call that a cancel aborts in the transport, if it gets there. */
+HRESULT channel_send_receive_watched(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id)
+{
+    struct transport_call transport;
+    HRESULT hr;
+
+    transport_watch(&transport, msg, call_id);
+    hr = real_SendReceive(chan, msg, status);
+    transport_unwatch(&transport);
     return hr;
 }
 

@@ -40,6 +40,16 @@ void channel_abort_call(ULONGLONG call_id);
 void channel_get_status(struct cocancel_status *status);
 BOOL channel_wait_ready(DWORD timeout);
 
+HRESULT channel_send_receive_watched(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                     ULONGLONG call_id);
+
+/* async.c */
+void async_init(void);
+void async_client_fill(REFIID riid);
+BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
+                        HRESULT *hr);
+void async_get_status(struct cocancel_status *status);
+
 /* patch.c */
 struct api_export
 {

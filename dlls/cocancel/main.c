@@ -12,6 +12,7 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
     if (!status || status->size != sizeof(*status)) return E_INVALIDARG;
     patch_get_status(status);
     channel_get_status(status);
+    async_get_status(status);
     return S_OK;
 }
 
@@ -33,6 +34,7 @@ BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
         cancel_init();
         patch_install(instance);
         channel_init();
+        async_init();
         break;
     case DLL_THREAD_DETACH:
         cancel_thread_detach();

@@ -168,7 +168,9 @@ echo "== launcher, no override"
 # call tests (cancelcall) runs with the installed shim only.
 for exe in $TESTS; do
     case $exe in
-        ole32_test.exe) run_winetest "launcher: $exe cancel" 'C:\cclaunch\cocancel-run.exe' "$exe" cancel ;;
+        ole32_test.exe)
+            run_winetest "launcher: $exe cancel" 'C:\cclaunch\cocancel-run.exe' "$exe" cancel
+            run_winetest "launcher: $exe asynccall" 'C:\cclaunch\cocancel-run.exe' "$exe" asynccall ;;
         *) run_winetest "launcher: $exe" 'C:\cclaunch\cocancel-run.exe' "$exe" ;;
     esac
 done

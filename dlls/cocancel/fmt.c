@@ -230,7 +230,9 @@ enum cc_fmt_status cc_fmt_out_size(const struct cc_fmt_param *param, const uint8
     if (param->type >= types_len) return CC_FMT_TRUNCATED;
     if (types_len - param->type < 4) return CC_FMT_TRUNCATED;
     t = types + param->type;
-    if (t[0] != FC_RP) return CC_FMT_UNSUPPORTED;
+    /* Anything but a reference pointer describes the pointee itself (an
+     * array, or the pointer an [out] T ** receives). */
+    if (t[0] != FC_RP) return type_size(types, types_len, param->type, ptr_size, reader, ctx, 0, size);
     if (t[1] & FC_SIMPLE_POINTER)
     {
         *size = cc_fmt_basetype_size(t[2], ptr_size);

@@ -1,0 +1,840 @@
+/*
+ * Conformance tests for asynchronous calls on standard proxies:
+ * ICallFactory::CreateCall, the call object's Begin_/Finish_ methods,
+ * ISynchronize, and cancellation through ICancelMethodCalls ("Canceling an
+ * Asynchronous Call" in the COM documentation).
+ *
+ * The interfaces are in asynccall_ps.idl; this program carries their
+ * proxy/stub code and registers it in every apartment it uses.
+ */
+
+#define COBJMACROS
+#define CONST_VTABLE
+
+#include <stdarg.h>
+
+#include "windef.h"
+#include "winbase.h"
+#include "winuser.h"
+#include "objbase.h"
+#include "objidl.h"
+#include "oaidl.h"
+#include "oleauto.h"
+#include "rpcproxy.h"
+
+#include "asynccall_ps.h"
+
+#include "wine/test.h"
+
+extern const ExtendedProxyFileInfo asynccall_ps_ProxyFileInfo;
+
+static const CLSID CLSID_AsyncTestPS = {0x2c3e5a1f, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
+
+static HRESULT (WINAPI *pCoTestCancel)(void);
+
+/* ---------------------------------------------------------------------
+ * Proxy/stub registration.  Wine's NdrDllGetClassObject fills the zeroed
+ * slots of the async stub vtable, which widl emits const: a writable copy
+ * of the proxy file is registered instead.
+ */
+
+static CStdPSFactoryBuffer ps_factory;
+static ProxyFileInfo ps_file;
+static CInterfaceStubVtbl ps_stubs[3];
+static const CInterfaceStubVtbl *ps_stub_list[4];
+static const ProxyFileInfo *ps_files[2];
+static IPSFactoryBuffer *ps;
+
+static BOOL init_ps(void)
+{
+    unsigned int i;
+    HRESULT hr;
+
+    memcpy(&ps_file, &asynccall_ps_ProxyFileInfo, sizeof(ps_file));
+    for (i = 0; i < ps_file.TableSize && i < ARRAY_SIZE(ps_stubs); i++)
+    {
+        memcpy(&ps_stubs[i], ps_file.pStubVtblList[i], sizeof(ps_stubs[i]));
+        ps_stub_list[i] = &ps_stubs[i];
+    }
+    *(const PCInterfaceStubVtblList **)&ps_file.pStubVtblList = (const PCInterfaceStubVtblList *)ps_stub_list;
+    ps_files[0] = &ps_file;
+    hr = NdrDllGetClassObject(&CLSID_AsyncTestPS, &IID_IPSFactoryBuffer, (void **)&ps, ps_files,
+                              &CLSID_AsyncTestPS, &ps_factory);
+    ok(hr == S_OK, "NdrDllGetClassObject got %#lx\n", hr);
+    return hr == S_OK;
+}
+
+/* What a proxy DLL's dlldata.c supplies (CSTDSTUBBUFFERRELEASE). */
+ULONG STDMETHODCALLTYPE CStdStubBuffer_Release(IRpcStubBuffer *iface)
+{
+    return NdrCStdStubBuffer_Release(iface, (IPSFactoryBuffer *)&ps_factory);
+}
+
+/* Makes the proxy/stub code known to the calling thread's apartment. */
+static DWORD register_ps(void)
+{
+    DWORD cookie = 0;
+    HRESULT hr;
+
+    hr = CoRegisterClassObject(&CLSID_AsyncTestPS, (IUnknown *)ps, CLSCTX_INPROC_SERVER, REGCLS_MULTIPLEUSE, &cookie);
+    ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
+    CoRegisterPSClsid(&IID_ICcAsyncTest, &CLSID_AsyncTestPS);
+    CoRegisterPSClsid(&IID_AsyncICcAsyncTest, &CLSID_AsyncTestPS);
+    CoRegisterPSClsid(&IID_ICcSyncOnly, &CLSID_AsyncTestPS);
+    return cookie;
+}
+
+/* ---------------------------------------------------------------------
+ * The server objects.
+ */
+
+static struct
+{
+    LONG slow_calls;            /* Slow calls that started */
+    LONG saw_cancel;            /* Slow calls whose CoTestCancel reported the cancel */
+    HANDLE slow_started;        /* auto-reset: a Slow call started */
+} server;
+
+static HRESULT WINAPI test_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI test_AddRef(ICcAsyncTest *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI test_Release(ICcAsyncTest *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI test_Add(ICcAsyncTest *iface, int a, int b, int *sum)
+{
+    *sum = a + b;
+    return S_OK;
+}
+
+/* Runs for ms milliseconds unless the client cancels; reports whether it saw the cancel. */
+static HRESULT WINAPI test_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen_cancel)
+{
+    DWORD start = GetTickCount();
+
+    InterlockedIncrement(&server.slow_calls);
+    SetEvent(server.slow_started);
+    *seen_cancel = 0;
+    while (GetTickCount() - start < ms)
+    {
+        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
+        {
+            *seen_cancel = 1;
+            InterlockedIncrement(&server.saw_cancel);
+            return E_ABORT;
+        }
+        Sleep(5);
+    }
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Mix(ICcAsyncTest *iface, double d, float f, BSTR s, int *io, BSTR *out, double *dout)
+{
+    WCHAR buffer[64];
+
+    *dout = d * 2 + f;
+    *io = *io * 10 + SysStringLen(s);
+    wcscpy(buffer, L"got ");
+    if (s) wcscat(buffer, s);
+    *out = SysAllocString(buffer);
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Struct(ICcAsyncTest *iface, const cc_point *in, cc_point *out)
+{
+    out->x = in->x + 1;
+    out->y = in->y * 2;
+    out->z = in->z - 1;
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Array(ICcAsyncTest *iface, int n, const int *in, int *out, int *total)
+{
+    int i;
+
+    *total = 0;
+    for (i = 0; i < n; i++) *total += in[i];
+    for (i = 0; i < 4; i++) out[i] = i < n ? in[i] * in[i] : -1;
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Str(ICcAsyncTest *iface, const WCHAR *s, int *len, BSTR *doubled)
+{
+    WCHAR buffer[64];
+
+    *len = wcslen(s);
+    wcscpy(buffer, s);
+    wcscat(buffer, s);
+    *doubled = SysAllocString(buffer);
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Iface(ICcAsyncTest *iface, IUnknown *in, IUnknown **out)
+{
+    if (!in) return E_POINTER;
+    *out = in;
+    IUnknown_AddRef(in);
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Many(ICcAsyncTest *iface, int a1, double a2, int a3, float a4, int a5, double a6,
+                                int a7, hyper a8, int a9, double *sum)
+{
+    *sum = a1 + a2 + a3 + a4 + a5 + a6 + a7 + (double)a8 + a9;
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Swap(ICcAsyncTest *iface, BSTR *s, cc_point *p)
+{
+    BSTR old = *s;
+    int x = p->x;
+
+    *s = SysAllocString(L"swapped");
+    SysFreeString(old);
+    p->x = p->z;
+    p->z = x;
+    p->y = -p->y;
+    return S_OK;
+}
+
+static HRESULT WINAPI test_Fail(ICcAsyncTest *iface, HRESULT hr, int *out)
+{
+    *out = 7;
+    return hr;
+}
+
+static const ICcAsyncTestVtbl test_vtbl =
+{
+    test_QueryInterface, test_AddRef, test_Release, test_Add, test_Slow, test_Mix, test_Struct,
+    test_Array, test_Str, test_Iface, test_Many, test_Swap, test_Fail,
+};
+
+static ICcAsyncTest test_object = { &test_vtbl };
+
+static HRESULT WINAPI synconly_QueryInterface(ICcSyncOnly *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcSyncOnly))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI synconly_AddRef(ICcSyncOnly *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI synconly_Release(ICcSyncOnly *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI synconly_Ping(ICcSyncOnly *iface, int *value)
+{
+    *value = 42;
+    return S_OK;
+}
+
+static const ICcSyncOnlyVtbl synconly_vtbl = { synconly_QueryInterface, synconly_AddRef, synconly_Release, synconly_Ping };
+static ICcSyncOnly synconly_object = { &synconly_vtbl };
+
+/* A local object passed to and returned by Iface. */
+static LONG local_refs;
+
+static HRESULT WINAPI local_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown))
+    {
+        *ppv = iface;
+        IUnknown_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI local_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&local_refs);
+}
+
+static ULONG WINAPI local_Release(IUnknown *iface)
+{
+    return InterlockedDecrement(&local_refs);
+}
+
+static const IUnknownVtbl local_vtbl = { local_QueryInterface, local_AddRef, local_Release };
+static IUnknown local_object = { &local_vtbl };
+
+/* ---------------------------------------------------------------------
+ * The host: a thread of the given apartment type owning the server objects.
+ */
+
+struct host
+{
+    DWORD model;
+    HANDLE thread, ready, quit;
+    IStream *stream, *stream2;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, host->model);
+    cookie = register_ps();
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&test_object, &host->stream);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcSyncOnly, (IUnknown *)&synconly_object, &host->stream2);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    SetEvent(host->ready);
+    if (host->model == COINIT_APARTMENTTHREADED)
+    {
+        MSG msg;
+
+        while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, 60000, QS_ALLINPUT) == WAIT_OBJECT_0 + 1)
+            while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    }
+    else WaitForSingleObject(host->quit, 60000);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void start_host(struct host *host, DWORD model)
+{
+    memset(host, 0, sizeof(*host));
+    host->model = model;
+    host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
+    ok(!WaitForSingleObject(host->ready, 10000), "host did not start\n");
+}
+
+static void stop_host(struct host *host)
+{
+    SetEvent(host->quit);
+    ok(!WaitForSingleObject(host->thread, 20000), "host did not stop\n");
+    CloseHandle(host->thread);
+    CloseHandle(host->ready);
+    CloseHandle(host->quit);
+}
+
+/* ---------------------------------------------------------------------
+ * The tests, run on a client thread of each apartment type.
+ */
+
+static HRESULT create_call(ICcAsyncTest *proxy, AsyncICcAsyncTest **call)
+{
+    ICallFactory *factory;
+    HRESULT hr;
+
+    *call = NULL;
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    if (FAILED(hr)) return hr;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)call);
+    ICallFactory_Release(factory);
+    return hr;
+}
+
+static void test_call_factory(ICcAsyncTest *proxy, ICcSyncOnly *synconly)
+{
+    IUnknown *unk, *unk2, *call;
+    ICallFactory *factory, *factory2;
+    void *ptr;
+    HRESULT hr;
+
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    ok(hr == S_OK, "QueryInterface(ICallFactory) got %#lx\n", hr);
+    if (FAILED(hr)) return;
+
+    /* The proxy manager's IUnknown answers it too; identity holds. */
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_IUnknown, (void **)&unk);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    hr = IUnknown_QueryInterface(unk, &IID_ICallFactory, (void **)&factory2);
+    ok(hr == S_OK, "QueryInterface(ICallFactory) on the proxy's IUnknown got %#lx\n", hr);
+    hr = ICallFactory_QueryInterface(factory, &IID_IUnknown, (void **)&unk2);
+    ok(hr == S_OK && unk2 == unk, "factory's IUnknown %p, proxy's %p\n", unk2, unk);
+    if (SUCCEEDED(hr)) IUnknown_Release(unk2);
+    hr = ICallFactory_QueryInterface(factory, &IID_ICcAsyncTest, &ptr);
+    ok(hr == S_OK && ptr == proxy, "factory's ICcAsyncTest %p, proxy %p\n", ptr, proxy);
+    if (SUCCEEDED(hr)) IUnknown_Release((IUnknown *)ptr);
+    if (factory2) ICallFactory_Release(factory2);
+    IUnknown_Release(unk);
+
+    /* Bad arguments. */
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_IUnknown, NULL);
+    ok(hr == E_INVALIDARG || hr == E_POINTER, "NULL out pointer got %#lx\n", hr);
+    call = (IUnknown *)0xdeadbeef;
+    hr = ICallFactory_CreateCall(factory, &IID_ICcAsyncTest, NULL, &IID_IUnknown, &call);
+    ok(hr == E_NOINTERFACE, "synchronous IID got %#lx\n", hr);
+    ok(!call, "got %p\n", call);
+    call = (IUnknown *)0xdeadbeef;
+    hr = ICallFactory_CreateCall(factory, &IID_IDispatch, NULL, &IID_IUnknown, &call);
+    ok(hr == E_NOINTERFACE, "unrelated IID got %#lx\n", hr);
+    ok(!call, "got %p\n", call);
+    call = (IUnknown *)0xdeadbeef;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &local_object, &IID_AsyncICcAsyncTest, &call);
+    ok(FAILED(hr), "aggregation asking for a non-IUnknown interface got %#lx\n", hr);
+    ok(!call, "got %p\n", call);
+
+    /* The call object's interfaces. */
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_IUnknown, &call);
+    ok(hr == S_OK, "CreateCall got %#lx\n", hr);
+    if (SUCCEEDED(hr))
+    {
+        static const IID *iids[] = { &IID_AsyncICcAsyncTest, &IID_ISynchronize, &IID_ISynchronizeHandle,
+                                     &IID_ICancelMethodCalls };
+        unsigned int i;
+
+        for (i = 0; i < ARRAY_SIZE(iids); i++)
+        {
+            hr = IUnknown_QueryInterface(call, iids[i], &ptr);
+            ok(hr == S_OK, "call object interface %u got %#lx\n", i, hr);
+            if (FAILED(hr)) continue;
+            hr = IUnknown_QueryInterface((IUnknown *)ptr, &IID_IUnknown, (void **)&unk);
+            ok(hr == S_OK && unk == call, "interface %u: IUnknown %p, expected %p\n", i, unk, call);
+            if (SUCCEEDED(hr)) IUnknown_Release(unk);
+            IUnknown_Release((IUnknown *)ptr);
+        }
+        hr = IUnknown_QueryInterface(call, &IID_ICcAsyncTest, &ptr);
+        ok(hr == E_NOINTERFACE, "the synchronous interface got %#lx\n", hr);
+        IUnknown_Release(call);
+    }
+    ICallFactory_Release(factory);
+
+    /* No async interface, no call factory. */
+    factory = (ICallFactory *)0xdeadbeef;
+    hr = ICcSyncOnly_QueryInterface(synconly, &IID_ICallFactory, (void **)&factory);
+    ok(hr == E_NOINTERFACE, "QueryInterface(ICallFactory) without an async interface got %#lx\n", hr);
+    ok(!factory, "got %p\n", factory);
+}
+
+static void test_basic_call(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    ISynchronize *sync;
+    int sum = 0;
+    HRESULT hr;
+
+    hr = create_call(proxy, &call);
+    ok(hr == S_OK, "create_call got %#lx\n", hr);
+    if (FAILED(hr)) return;
+
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == RPC_E_CALL_COMPLETE, "Finish_ without Begin_ got %#lx\n", hr);
+
+    hr = AsyncICcAsyncTest_Begin_Add(call, 40, 2);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Begin_Add(call, 1, 1);
+    ok(hr == RPC_S_CALLPENDING, "Begin_ while pending got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_QueryInterface(call, &IID_ISynchronize, (void **)&sync);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    hr = ISynchronize_Wait(sync, 0, 5000);
+    ok(hr == S_OK, "Wait got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK, "Finish_Add got %#lx\n", hr);
+    ok(sum == 42, "sum %d\n", sum);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == RPC_E_CALL_COMPLETE, "second Finish_ got %#lx\n", hr);
+
+    /* The call object is reusable, for another method too. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, -5, 3);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == -2, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* The server's failure comes back through Finish_. */
+    sum = 0;
+    hr = AsyncICcAsyncTest_Begin_Fail(call, E_OUTOFMEMORY);
+    ok(hr == S_OK, "Begin_Fail got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Fail(call, &sum);
+    ok(hr == E_OUTOFMEMORY, "Finish_Fail got %#lx\n", hr);
+
+    ISynchronize_Release(sync);
+    AsyncICcAsyncTest_Release(call);
+}
+
+static void test_pending_state(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    ISynchronize *sync;
+    ISynchronizeHandle *handle;
+    HANDLE event = NULL;
+    DWORD seen = 0xdead, start;
+    HRESULT hr;
+
+    if (FAILED(create_call(proxy, &call))) return;
+    AsyncICcAsyncTest_QueryInterface(call, &IID_ISynchronize, (void **)&sync);
+    AsyncICcAsyncTest_QueryInterface(call, &IID_ISynchronizeHandle, (void **)&handle);
+
+    start = GetTickCount();
+    hr = AsyncICcAsyncTest_Begin_Slow(call, 1500);
+    ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+    /* Begin_ does not wait for the server. */
+    ok(GetTickCount() - start < 1000, "Begin_ took %lu ms\n", GetTickCount() - start);
+    hr = ISynchronize_Wait(sync, 0, 0);
+    ok(hr == RPC_S_CALLPENDING, "Wait(0) while pending got %#lx\n", hr);
+    hr = ISynchronizeHandle_GetHandle(handle, &event);
+    ok(hr == S_OK && event, "GetHandle got %#lx, %p\n", hr, event);
+    ok(WaitForSingleObject(event, 0) == WAIT_TIMEOUT, "handle signalled while pending\n");
+    hr = ISynchronize_Wait(sync, 0, 10000);
+    ok(hr == S_OK, "Wait got %#lx\n", hr);
+    ok(GetTickCount() - start >= 1400, "completed after %lu ms\n", GetTickCount() - start);
+    hr = ISynchronize_Wait(sync, 0, 0);
+    ok(hr == S_OK, "Wait(0) after completion got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+    ok(hr == S_OK && seen == 0, "Finish_Slow got %#lx, %lu\n", hr, seen);
+
+    ISynchronizeHandle_Release(handle);
+    ISynchronize_Release(sync);
+    AsyncICcAsyncTest_Release(call);
+}
+
+static void test_parameters(ICcAsyncTest *proxy)
+{
+    static const int numbers[3] = { 3, 4, 5 };
+    AsyncICcAsyncTest *call;
+    cc_point point = { 7, 1.5, 9 }, point_out = { 0 };
+    int io = 4, out_array[4] = { 0 }, total = 0, *in_array;
+    IUnknown *unk_out = NULL;
+    WCHAR *str_in;
+    int len = 0;
+    BSTR bstr, bstr_out = NULL;
+    double dout = 0, sum = 0;
+    HRESULT hr;
+
+    if (FAILED(create_call(proxy, &call))) return;
+
+    /* The [in] values may be freed as soon as Begin_ returns. */
+    bstr = SysAllocString(L"abc");
+    hr = AsyncICcAsyncTest_Begin_Mix(call, 1.25, 0.5f, bstr, &io);
+    ok(hr == S_OK, "Begin_Mix got %#lx\n", hr);
+    SysFreeString(bstr);
+    io = -1;
+    hr = AsyncICcAsyncTest_Finish_Mix(call, &io, &bstr_out, &dout);
+    ok(hr == S_OK, "Finish_Mix got %#lx\n", hr);
+    ok(io == 43, "[in,out] int %d\n", io);
+    ok(dout == 3.0, "double %f\n", dout);
+    ok(bstr_out && !wcscmp(bstr_out, L"got abc"), "BSTR %s\n", wine_dbgstr_w(bstr_out));
+    SysFreeString(bstr_out);
+
+    hr = AsyncICcAsyncTest_Begin_Struct(call, &point);
+    ok(hr == S_OK, "Begin_Struct got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Struct(call, &point_out);
+    ok(hr == S_OK, "Finish_Struct got %#lx\n", hr);
+    ok(point_out.x == 8 && point_out.y == 3.0 && point_out.z == 8, "struct %d %f %d\n",
+       point_out.x, point_out.y, point_out.z);
+
+    in_array = HeapAlloc(GetProcessHeap(), 0, sizeof(numbers));
+    memcpy(in_array, numbers, sizeof(numbers));
+    hr = AsyncICcAsyncTest_Begin_Array(call, 3, in_array);
+    ok(hr == S_OK, "Begin_Array got %#lx\n", hr);
+    HeapFree(GetProcessHeap(), 0, in_array);
+    hr = AsyncICcAsyncTest_Finish_Array(call, out_array, &total);
+    ok(hr == S_OK, "Finish_Array got %#lx\n", hr);
+    ok(total == 12, "total %d\n", total);
+    ok(out_array[0] == 9 && out_array[1] == 16 && out_array[2] == 25 && out_array[3] == -1,
+       "array %d %d %d %d\n", out_array[0], out_array[1], out_array[2], out_array[3]);
+
+    /* The synchronous method of the same interface, for comparison. */
+    hr = ICcAsyncTest_Str(proxy, L"ab", &len, &bstr_out);
+    ok(hr == S_OK, "Str got %#lx\n", hr);
+    ok(len == 2 && bstr_out && !wcscmp(bstr_out, L"abab"), "synchronous: %d, %s\n", len, wine_dbgstr_w(bstr_out));
+    SysFreeString(bstr_out);
+    bstr_out = NULL;
+
+    str_in = HeapAlloc(GetProcessHeap(), 0, 16 * sizeof(WCHAR));
+    wcscpy(str_in, L"xyz");
+    hr = AsyncICcAsyncTest_Begin_Str(call, str_in);
+    ok(hr == S_OK, "Begin_Str got %#lx\n", hr);
+    HeapFree(GetProcessHeap(), 0, str_in);
+    hr = AsyncICcAsyncTest_Finish_Str(call, &len, &bstr_out);
+    ok(hr == S_OK, "Finish_Str got %#lx\n", hr);
+    ok(len == 3 && bstr_out && !wcscmp(bstr_out, L"xyzxyz"), "got %d, %s\n", len, wine_dbgstr_w(bstr_out));
+    SysFreeString(bstr_out);
+
+    /* An interface pointer goes out and comes back. */
+    local_refs = 1;
+    hr = AsyncICcAsyncTest_Begin_Iface(call, &local_object);
+    ok(hr == S_OK, "Begin_Iface got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Iface(call, &unk_out);
+    ok(hr == S_OK, "Finish_Iface got %#lx\n", hr);
+    ok(unk_out == &local_object, "got %p, expected the object itself %p\n", unk_out, &local_object);
+    if (unk_out) IUnknown_Release(unk_out);
+
+    /* More than eight parameters, floating point among the first four and on the stack. */
+    hr = AsyncICcAsyncTest_Begin_Many(call, 1, 2.5, 3, 4.25f, 5, 6.5, 7, (hyper)1 << 33, 9);
+    ok(hr == S_OK, "Begin_Many got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Many(call, &sum);
+    ok(hr == S_OK, "Finish_Many got %#lx\n", hr);
+    ok(sum == 1 + 2.5 + 3 + 4.25 + 5 + 6.5 + 7 + 8589934592.0 + 9, "sum %f\n", sum);
+
+    /* [in,out]: Begin_ takes the [in] value, Finish_ gives the [out] value. */
+    bstr = SysAllocString(L"before");
+    point.x = 1; point.y = 2.0; point.z = 3;
+    hr = AsyncICcAsyncTest_Begin_Swap(call, &bstr, &point);
+    ok(hr == S_OK, "Begin_Swap got %#lx\n", hr);
+    ok(!wcscmp(bstr, L"before"), "Begin_ changed its [in] BSTR to %s\n", wine_dbgstr_w(bstr));
+    SysFreeString(bstr);
+    bstr_out = NULL;
+    memset(&point_out, 0, sizeof(point_out));
+    hr = AsyncICcAsyncTest_Finish_Swap(call, &bstr_out, &point_out);
+    ok(hr == S_OK, "Finish_Swap got %#lx\n", hr);
+    ok(bstr_out && !wcscmp(bstr_out, L"swapped"), "BSTR %s\n", wine_dbgstr_w(bstr_out));
+    ok(point_out.x == 3 && point_out.y == -2.0 && point_out.z == 1, "struct %d %f %d\n",
+       point_out.x, point_out.y, point_out.z);
+    SysFreeString(bstr_out);
+
+    AsyncICcAsyncTest_Release(call);
+}
+
+static void test_cancel(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    ICancelMethodCalls *cancel;
+    ISynchronize *sync;
+    DWORD seen = 0xdead, start, elapsed;
+    LONG saw_before;
+    int sum = 0;
+    HRESULT hr;
+
+    if (FAILED(create_call(proxy, &call))) return;
+    AsyncICcAsyncTest_QueryInterface(call, &IID_ICancelMethodCalls, (void **)&cancel);
+    AsyncICcAsyncTest_QueryInterface(call, &IID_ISynchronize, (void **)&sync);
+
+    hr = ICancelMethodCalls_TestCancel(cancel);
+    ok(hr == RPC_E_CALL_COMPLETE || hr == RPC_S_CALLPENDING, "TestCancel with no call got %#lx\n", hr);
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == RPC_E_CALL_COMPLETE, "Cancel with no call got %#lx\n", hr);
+
+    /* Cancel(0) while the server runs: Finish_ reports it at once. */
+    saw_before = server.saw_cancel;
+    ResetEvent(server.slow_started);
+    hr = AsyncICcAsyncTest_Begin_Slow(call, 5000);
+    ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+    ok(!WaitForSingleObject(server.slow_started, 5000), "the server did not start\n");
+    hr = ICancelMethodCalls_TestCancel(cancel);
+    ok(hr == RPC_S_CALLPENDING, "TestCancel while pending got %#lx\n", hr);
+    start = GetTickCount();
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == S_OK, "Cancel got %#lx\n", hr);
+    hr = ICancelMethodCalls_TestCancel(cancel);
+    ok(hr == RPC_E_CALL_CANCELED, "TestCancel after Cancel got %#lx\n", hr);
+    /* Cancelled but not finished: Begin_ fails until Finish_. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
+    ok(hr == RPC_S_CALLPENDING, "Begin_ after Cancel got %#lx\n", hr);
+    hr = ISynchronize_Wait(sync, 0, 2000);
+    ok(hr == S_OK, "Wait after Cancel got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+    elapsed = GetTickCount() - start;
+    ok(hr == RPC_E_CALL_CANCELED, "Finish_ after Cancel got %#lx\n", hr);
+    ok(elapsed < 2000, "released after %lu ms\n", elapsed);
+    ok(seen == 0, "[out] value %lu after a cancel\n", seen);
+    hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+    ok(hr == RPC_E_CALL_COMPLETE, "second Finish_ got %#lx\n", hr);
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == RPC_E_CALL_COMPLETE, "Cancel after Finish_ got %#lx\n", hr);
+
+    /* The server saw it. */
+    start = GetTickCount();
+    while (server.saw_cancel == saw_before && GetTickCount() - start < 5000) Sleep(10);
+    ok(server.saw_cancel > saw_before, "the server did not see the cancel\n");
+
+    /* The call object works again, and the late reply of the cancelled call is not delivered to it. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, 20, 22);
+    ok(hr == S_OK, "Begin_ after Finish_ got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 42, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* Cancel with a grace period the server makes: the real result. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, 2, 3);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = ICancelMethodCalls_Cancel(cancel, 5);
+    ok(hr == RPC_E_CALL_COMPLETE, "Cancel(5) of a quick call got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 5, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* Cancel after completion, before Finish_. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, 3, 3);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    ISynchronize_Wait(sync, 0, 5000);
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == RPC_E_CALL_COMPLETE, "Cancel of a completed call got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 6, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* Cancel right after Begin_. */
+    hr = AsyncICcAsyncTest_Begin_Slow(call, 3000);
+    ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == S_OK, "Cancel got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+    ok(hr == RPC_E_CALL_CANCELED, "Finish_ got %#lx\n", hr);
+
+    ISynchronize_Release(sync);
+    ICancelMethodCalls_Release(cancel);
+    AsyncICcAsyncTest_Release(call);
+}
+
+/* Call objects released without Finish_: pending, completed and cancelled. */
+static void test_release_without_finish(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    ICancelMethodCalls *cancel;
+    ISynchronize *sync;
+    int sum = 0;
+    HRESULT hr;
+
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 300);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        AsyncICcAsyncTest_Release(call);
+    }
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 1, 1);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        AsyncICcAsyncTest_QueryInterface(call, &IID_ISynchronize, (void **)&sync);
+        ISynchronize_Wait(sync, 0, 5000);
+        ISynchronize_Release(sync);
+        AsyncICcAsyncTest_Release(call);
+    }
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 300);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        AsyncICcAsyncTest_QueryInterface(call, &IID_ICancelMethodCalls, (void **)&cancel);
+        ICancelMethodCalls_Cancel(cancel, 0);
+        ICancelMethodCalls_Release(cancel);
+        AsyncICcAsyncTest_Release(call);
+    }
+    /* The proxy still works once the abandoned replies have come in. */
+    Sleep(400);
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 4, 5);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+        ok(hr == S_OK && sum == 9, "Finish_Add got %#lx, %d\n", hr, sum);
+        AsyncICcAsyncTest_Release(call);
+    }
+}
+
+/* Many calls outstanding from one thread at once. */
+static void test_outstanding(ICcAsyncTest *proxy, unsigned int count)
+{
+    AsyncICcAsyncTest **calls;
+    unsigned int i, begun = 0, right = 0;
+    int sum;
+    HRESULT hr;
+
+    calls = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, count * sizeof(*calls));
+    for (i = 0; i < count; i++)
+    {
+        if (FAILED(create_call(proxy, &calls[i]))) break;
+        if (AsyncICcAsyncTest_Begin_Add(calls[i], i, 1000) == S_OK) begun++;
+    }
+    ok(begun == count, "%u of %u calls begun\n", begun, count);
+    for (i = count; i-- > 0;)
+    {
+        if (!calls[i]) continue;
+        sum = -1;
+        hr = AsyncICcAsyncTest_Finish_Add(calls[i], &sum);
+        if (hr == S_OK && sum == (int)i + 1000) right++;
+        AsyncICcAsyncTest_Release(calls[i]);
+    }
+    ok(right == count, "%u of %u calls gave their own result\n", right, count);
+    HeapFree(GetProcessHeap(), 0, calls);
+}
+
+struct client
+{
+    DWORD model;
+    struct host *host;
+};
+
+static DWORD WINAPI client_thread(void *arg)
+{
+    struct client *client = arg;
+    ICcAsyncTest *proxy = NULL;
+    ICcSyncOnly *synconly = NULL;
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, client->model);
+    cookie = register_ps();
+    hr = CoGetInterfaceAndReleaseStream(client->host->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    hr = CoGetInterfaceAndReleaseStream(client->host->stream2, &IID_ICcSyncOnly, (void **)&synconly);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    if (proxy && synconly)
+    {
+        test_call_factory(proxy, synconly);
+        test_basic_call(proxy);
+        test_pending_state(proxy);
+        test_parameters(proxy);
+        test_cancel(proxy);
+        test_release_without_finish(proxy);
+        test_outstanding(proxy, 1000);
+    }
+    if (proxy) ICcAsyncTest_Release(proxy);
+    if (synconly) ICcSyncOnly_Release(synconly);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static const char *model_name(DWORD model)
+{
+    return model == COINIT_MULTITHREADED ? "MTA" : "STA";
+}
+
+static void test_topology(DWORD client_model, DWORD host_model)
+{
+    struct client client;
+    struct host host;
+    HANDLE thread;
+
+    winetest_push_context("%s client, %s server", model_name(client_model), model_name(host_model));
+    start_host(&host, host_model);
+    client.model = client_model;
+    client.host = &host;
+    thread = CreateThread(NULL, 0, client_thread, &client, 0, NULL);
+    ok(!WaitForSingleObject(thread, 120000), "client did not finish\n");
+    CloseHandle(thread);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
+START_TEST(asynccall)
+{
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    server.slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
+    if (!init_ps()) return;
+    test_topology(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
+    test_topology(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
+    test_topology(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+    CloseHandle(server.slow_started);
+}

@@ -93,14 +93,14 @@ setup() { WINE="$WINE" sh "$top/tools/setup_cocancel.sh" "$@" > "$logs/setup.log
 trap finish EXIT INT TERM
 
 echo "== host unit tests (platform-free core)"
-"$B/host/test_core" > "$logs/host.log" 2>&1
+{ "$B/host/test_core" && "$B/host/test_fmt"; } > "$logs/host.log" 2>&1
 rc=$?
 ok_count=$(grep -c '^\[       OK \]' "$logs/host.log")
 bad_count=$(grep -c '^\[  FAILED  \] test_\|^\[  ERROR   \]' "$logs/host.log")
 passed=$((passed + ok_count))
 failed=$((failed + bad_count))
 if [ "$rc" -ne 0 ] && [ "$bad_count" -eq 0 ]; then fail "host unit tests exited with $rc"; fi
-tail -n 2 "$logs/host.log"
+grep -a 'PASSED\|FAILED' "$logs/host.log" | grep -v '^\[       OK' | tail -n 4
 
 echo "== a fresh Wine prefix ($WINEPREFIX)"
 "$WINESERVER" -k >/dev/null 2>&1

@@ -88,12 +88,14 @@ static DWORD register_ps(void)
  * The server objects.
  */
 
+/* Named, so that a local server process signals them too. */
 static struct
 {
-    LONG slow_calls;            /* Slow calls that started */
-    LONG saw_cancel;            /* Slow calls whose CoTestCancel reported the cancel */
     HANDLE slow_started;        /* auto-reset: a Slow call started */
+    HANDLE saw_cancel;          /* auto-reset: a Slow call's CoTestCancel reported the cancel */
 } server;
+
+static const CLSID CLSID_AsyncServer = {0x2c3e5a1e, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
 
 static HRESULT WINAPI test_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
 {
@@ -122,20 +124,24 @@ static HRESULT WINAPI test_Add(ICcAsyncTest *iface, int a, int b, int *sum)
     return S_OK;
 }
 
-/* Runs for ms milliseconds unless the client cancels; reports whether it saw the cancel. */
+#define SLOW_IGNORE_CANCEL 0x80000000
+
+/* Runs for ms milliseconds unless the client cancels (and the caller allows
+ * looking); reports whether it saw the cancel. */
 static HRESULT WINAPI test_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen_cancel)
 {
     DWORD start = GetTickCount();
+    BOOL look = !(ms & SLOW_IGNORE_CANCEL);
 
-    InterlockedIncrement(&server.slow_calls);
+    ms &= ~SLOW_IGNORE_CANCEL;
     SetEvent(server.slow_started);
     *seen_cancel = 0;
     while (GetTickCount() - start < ms)
     {
-        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
+        if (look && pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
         {
             *seen_cancel = 1;
-            InterlockedIncrement(&server.saw_cancel);
+            SetEvent(server.saw_cancel);
             return E_ABORT;
         }
         Sleep(5);
@@ -615,7 +621,6 @@ static void test_cancel(ICcAsyncTest *proxy)
     ICancelMethodCalls *cancel;
     ISynchronize *sync;
     DWORD seen = 0xdead, start, elapsed;
-    LONG saw_before;
     int sum = 0;
     HRESULT hr;
 
@@ -629,7 +634,7 @@ static void test_cancel(ICcAsyncTest *proxy)
     ok(hr == RPC_E_CALL_COMPLETE, "Cancel with no call got %#lx\n", hr);
 
     /* Cancel(0) while the server runs: Finish_ reports it at once. */
-    saw_before = server.saw_cancel;
+    ResetEvent(server.saw_cancel);
     ResetEvent(server.slow_started);
     hr = AsyncICcAsyncTest_Begin_Slow(call, 5000);
     ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
@@ -657,9 +662,7 @@ static void test_cancel(ICcAsyncTest *proxy)
     ok(hr == RPC_E_CALL_COMPLETE, "Cancel after Finish_ got %#lx\n", hr);
 
     /* The server saw it. */
-    start = GetTickCount();
-    while (server.saw_cancel == saw_before && GetTickCount() - start < 5000) Sleep(10);
-    ok(server.saw_cancel > saw_before, "the server did not see the cancel\n");
+    ok(!WaitForSingleObject(server.saw_cancel, 5000), "the server did not see the cancel\n");
 
     /* The call object works again, and the late reply of the cancelled call is not delivered to it. */
     hr = AsyncICcAsyncTest_Begin_Add(call, 20, 22);
@@ -683,6 +686,22 @@ static void test_cancel(ICcAsyncTest *proxy)
     ok(hr == RPC_E_CALL_COMPLETE, "Cancel of a completed call got %#lx\n", hr);
     hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
     ok(hr == S_OK && sum == 6, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* A server that ignores the cancel: the caller is released all the
+     * same, and once the server is done the proxy works normally. */
+    hr = AsyncICcAsyncTest_Begin_Slow(call, 3000 | SLOW_IGNORE_CANCEL);
+    ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+    start = GetTickCount();
+    hr = ICancelMethodCalls_Cancel(cancel, 0);
+    ok(hr == S_OK, "Cancel got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+    ok(hr == RPC_E_CALL_CANCELED, "Finish_ got %#lx\n", hr);
+    ok(GetTickCount() - start < 500, "released after %lu ms\n", GetTickCount() - start);
+    Sleep(3500);
+    hr = AsyncICcAsyncTest_Begin_Add(call, 7, 8);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 15, "Finish_Add after an ignored cancel got %#lx, %d\n", hr, sum);
 
     /* Cancel right after Begin_. */
     hr = AsyncICcAsyncTest_Begin_Slow(call, 3000);
@@ -769,6 +788,129 @@ static void test_outstanding(ICcAsyncTest *proxy, unsigned int count)
     HeapFree(GetProcessHeap(), 0, calls);
 }
 
+/* An outer object aggregating a call object: completion calls its ISynchronize::Signal. */
+struct outer
+{
+    IUnknown IUnknown_iface;
+    ISynchronize ISynchronize_iface;
+    LONG refcount, signals;
+    IUnknown *inner;
+};
+
+static inline struct outer *outer_from_IUnknown(IUnknown *iface)
+{
+    return CONTAINING_RECORD(iface, struct outer, IUnknown_iface);
+}
+
+static inline struct outer *outer_from_ISynchronize(ISynchronize *iface)
+{
+    return CONTAINING_RECORD(iface, struct outer, ISynchronize_iface);
+}
+
+static HRESULT WINAPI outer_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    struct outer *outer = outer_from_IUnknown(iface);
+
+    if (IsEqualIID(riid, &IID_IUnknown)) *ppv = &outer->IUnknown_iface;
+    else if (IsEqualIID(riid, &IID_ISynchronize)) *ppv = &outer->ISynchronize_iface;
+    else if (outer->inner) return IUnknown_QueryInterface(outer->inner, riid, ppv);
+    else
+    {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    IUnknown_AddRef((IUnknown *)*ppv);
+    return S_OK;
+}
+
+static ULONG WINAPI outer_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&outer_from_IUnknown(iface)->refcount);
+}
+
+static ULONG WINAPI outer_Release(IUnknown *iface)
+{
+    return InterlockedDecrement(&outer_from_IUnknown(iface)->refcount);
+}
+
+static const IUnknownVtbl outer_vtbl = { outer_QueryInterface, outer_AddRef, outer_Release };
+
+static HRESULT WINAPI outer_sync_QueryInterface(ISynchronize *iface, REFIID riid, void **ppv)
+{
+    return outer_QueryInterface(&outer_from_ISynchronize(iface)->IUnknown_iface, riid, ppv);
+}
+
+static ULONG WINAPI outer_sync_AddRef(ISynchronize *iface)
+{
+    return outer_AddRef(&outer_from_ISynchronize(iface)->IUnknown_iface);
+}
+
+static ULONG WINAPI outer_sync_Release(ISynchronize *iface)
+{
+    return outer_Release(&outer_from_ISynchronize(iface)->IUnknown_iface);
+}
+
+static HRESULT WINAPI outer_sync_Wait(ISynchronize *iface, DWORD flags, DWORD timeout)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI outer_sync_Signal(ISynchronize *iface)
+{
+    InterlockedIncrement(&outer_from_ISynchronize(iface)->signals);
+    return S_OK;
+}
+
+static HRESULT WINAPI outer_sync_Reset(ISynchronize *iface)
+{
+    return S_OK;
+}
+
+static const ISynchronizeVtbl outer_sync_vtbl =
+{
+    outer_sync_QueryInterface, outer_sync_AddRef, outer_sync_Release,
+    outer_sync_Wait, outer_sync_Signal, outer_sync_Reset,
+};
+
+static void test_aggregation(ICcAsyncTest *proxy)
+{
+    struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
+    AsyncICcAsyncTest *call;
+    ICallFactory *factory;
+    IUnknown *unk;
+    DWORD start;
+    int sum = 0;
+    HRESULT hr;
+
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    if (FAILED(hr)) return;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
+    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
+    ICallFactory_Release(factory);
+    if (FAILED(hr)) return;
+    ok(outer.inner != &outer.IUnknown_iface, "got the outer object\n");
+
+    hr = IUnknown_QueryInterface(&outer.IUnknown_iface, &IID_AsyncICcAsyncTest, (void **)&call);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    if (FAILED(hr)) goto done;
+    /* The call object's interfaces delegate to the outer object. */
+    hr = AsyncICcAsyncTest_QueryInterface(call, &IID_IUnknown, (void **)&unk);
+    ok(hr == S_OK && unk == &outer.IUnknown_iface, "IUnknown %p, outer %p\n", unk, &outer.IUnknown_iface);
+    if (SUCCEEDED(hr)) IUnknown_Release(unk);
+
+    hr = AsyncICcAsyncTest_Begin_Add(call, 30, 12);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    start = GetTickCount();
+    while (!outer.signals && GetTickCount() - start < 5000) Sleep(10);
+    ok(outer.signals == 1, "the outer object was signalled %ld times\n", outer.signals);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 42, "Finish_Add got %#lx, %d\n", hr, sum);
+    AsyncICcAsyncTest_Release(call);
+done:
+    IUnknown_Release(outer.inner);
+    ok(outer.refcount == 1, "outer object has %ld references\n", outer.refcount);
+}
+
 struct client
 {
     DWORD model;
@@ -797,6 +939,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_parameters(proxy);
         test_cancel(proxy);
         test_release_without_finish(proxy);
+        test_aggregation(proxy);
         test_outstanding(proxy, 1000);
     }
     if (proxy) ICcAsyncTest_Release(proxy);
@@ -828,13 +971,174 @@ static void test_topology(DWORD client_model, DWORD host_model)
     winetest_pop_context();
 }
 
+/* ---------------------------------------------------------------------
+ * Across processes: this program, started by COM as a local server.
+ */
+
+static HRESULT WINAPI server_factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI server_factory_AddRef(IClassFactory *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI server_factory_Release(IClassFactory *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI server_factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    if (outer) return CLASS_E_NOAGGREGATION;
+    return ICcAsyncTest_QueryInterface(&test_object, riid, ppv);
+}
+
+static HRESULT WINAPI server_factory_LockServer(IClassFactory *iface, BOOL lock)
+{
+    return S_OK;
+}
+
+static const IClassFactoryVtbl server_factory_vtbl =
+{
+    server_factory_QueryInterface, server_factory_AddRef, server_factory_Release,
+    server_factory_CreateInstance, server_factory_LockServer,
+};
+
+static IClassFactory server_factory = { &server_factory_vtbl };
+
+static void run_local_server(void)
+{
+    HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_quit");
+    DWORD cookie, ps_cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    /* Tell the client whether this process can see cancels at all. */
+    if (pCoTestCancel)
+    {
+        HANDLE capable = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_server_cancellable");
+        SetEvent(capable);
+    }
+    ps_cookie = register_ps();
+    hr = CoRegisterClassObject(&CLSID_AsyncServer, (IUnknown *)&server_factory, CLSCTX_LOCAL_SERVER,
+                               REGCLS_MULTIPLEUSE, &cookie);
+    ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
+    WaitForSingleObject(quit, 60000);
+    CoRevokeClassObject(cookie);
+    CoRevokeClassObject(ps_cookie);
+    CoUninitialize();
+    CloseHandle(quit);
+}
+
+static BOOL register_local_server(void)
+{
+    WCHAR key[128], exe[MAX_PATH], command[MAX_PATH + 32];
+    HKEY hkey;
+    LONG ret;
+
+    GetModuleFileNameW(NULL, exe, MAX_PATH);
+    wcscpy(command, L"\"");
+    wcscat(command, exe);
+    wcscat(command, L"\" asynccall");
+    StringFromGUID2(&CLSID_AsyncServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    wcscat(key, L"\\LocalServer32");
+    ret = RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL);
+    if (ret) return FALSE;
+    ret = RegSetValueExW(hkey, NULL, 0, REG_SZ, (BYTE *)command, (wcslen(command) + 1) * sizeof(WCHAR));
+    RegCloseKey(hkey);
+    return !ret;
+}
+
+static void unregister_local_server(void)
+{
+    WCHAR key[128];
+
+    StringFromGUID2(&CLSID_AsyncServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
+}
+
+static DWORD WINAPI remote_client_thread(void *arg)
+{
+    DWORD model = (DWORD)(ULONG_PTR)arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, model);
+    cookie = register_ps();
+    hr = CoCreateInstance(&CLSID_AsyncServer, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "CoCreateInstance of the local server got %#lx\n", hr);
+    if (proxy)
+    {
+        HANDLE capable = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_server_cancellable");
+
+        test_basic_call(proxy);
+        test_parameters(proxy);
+        /* COM starts the server without cocancel when only this program was
+         * given it (cocancel-run): cancelling calls into it is not tested. */
+        if (!WaitForSingleObject(capable, 0)) test_cancel(proxy);
+        else skip("the local server has no call cancellation\n");
+        CloseHandle(capable);
+        test_release_without_finish(proxy);
+        test_outstanding(proxy, 200);
+        ICcAsyncTest_Release(proxy);
+    }
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void test_cross_process(DWORD model)
+{
+    HANDLE thread;
+
+    winetest_push_context("%s client, local server", model_name(model));
+    thread = CreateThread(NULL, 0, remote_client_thread, (void *)(ULONG_PTR)model, 0, NULL);
+    ok(!WaitForSingleObject(thread, 120000), "client did not finish\n");
+    CloseHandle(thread);
+    winetest_pop_context();
+}
+
 START_TEST(asynccall)
 {
+    char **argv;
+    int argc = winetest_get_mainargs(&argv);
+
     pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
-    server.slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
+    server.slow_started = CreateEventW(NULL, FALSE, FALSE, L"cocancel_async_slow_started");
+    server.saw_cancel = CreateEventW(NULL, FALSE, FALSE, L"cocancel_async_saw_cancel");
     if (!init_ps()) return;
+    if (argc > 2 && !_stricmp(argv[2], "-Embedding"))
+    {
+        run_local_server();
+        return;
+    }
+
     test_topology(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+
+    if (register_local_server())
+    {
+        HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_quit");
+
+        test_cross_process(COINIT_MULTITHREADED);
+        test_cross_process(COINIT_APARTMENTTHREADED);
+        SetEvent(quit);
+        CloseHandle(quit);
+        unregister_local_server();
+    }
+    else skip("cannot register the local server\n");
+
     CloseHandle(server.slow_started);
+    CloseHandle(server.saw_cancel);
 }

@@ -550,6 +550,7 @@ enum fiber_phase
     PHASE_BUFFERED,     /* the request's buffer was filled: the next SendReceive is ours */
     PHASE_SENDING,      /* in Wine's SendReceive */
     PHASE_PARKED,       /* waiting for the reply, Begin_ has returned */
+    PHASE_WAITING,      /* Finish_ resumed it to wait for the reply itself */
     PHASE_RECEIVED,     /* SendReceive returned */
     PHASE_DONE,         /* the proxy method returned */
 };
@@ -560,7 +561,7 @@ struct fiber_call
 {
     struct call_object *obj;        /* NULL once the call object is gone (under call_lock) */
     DWORD owner_tid;
-    void *fiber;
+    struct worker_fiber *worker;    /* the fiber running the call */
     void *return_fiber;
     const struct async_desc *desc;
     const struct async_method *method;
@@ -571,6 +572,10 @@ struct fiber_call
     LONG replied;
     BOOL sent;                      /* the request went out (our SendReceive ran) */
     BOOL parked;                    /* Begin_ has returned while the fiber waits */
+    BOOL inline_wait;               /* Finish_ resumed it before the reply */
+    BOOL watch;                     /* the pool watches for the reply from the start (aggregated) */
+    BOOL running;                   /* switched to, not yet back */
+    HANDLE done_event;              /* the call object's ISynchronize event */
     BOOL notifying;                 /* the completion notification is running */
     HANDLE wine_event;
     HANDLE pool_wait;
@@ -595,25 +600,52 @@ struct call_object
     IUnknown *sync;                 /* the proxy's synchronous interface */
     struct cc_call state;
     HANDLE event;                   /* manual reset: the call completed or was cancelled */
-    HANDLE replied;                 /* manual reset: the reply arrived (for Cancel's grace) */
     struct fiber_call *call;
 };
 
 static CRITICAL_SECTION call_lock;
 static DWORD fiber_tls = TLS_OUT_OF_INDEXES;   /* the fiber_call running on this thread */
-static DWORD convert_tls = TLS_OUT_OF_INDEXES; /* live fibers of this thread, + 1 if we converted it */
+static DWORD convert_tls = TLS_OUT_OF_INDEXES; /* the thread's struct thread_fibers */
 static struct fiber_call *orphans;
 static LONG orphan_count;
 
-static void WINAPI fiber_main(void *arg)
+/*
+ * Fibers are kept per thread and reused: a worker fiber runs one call after
+ * another.  The thread is converted to a fiber by the first asynchronous
+ * call and stays one while it keeps idle workers; it is converted back when
+ * it exits, or when no worker is left.
+ */
+struct worker_fiber
 {
-    struct fiber_call *fc = arg;
+    void *fiber;
+    struct fiber_call *fc;          /* the call it runs now */
+    struct worker_fiber *next;      /* in the thread's idle list */
+};
 
-    fc->result = (HRESULT)call_frame(fc->proc, fc->frame, fc->method->sync.stack_size / PTR_SIZE);
-    InterlockedExchange(&fc->phase, PHASE_DONE);
-    TlsSetValue(fiber_tls, NULL);
-    SwitchToFiber(fc->return_fiber);
-    /* Never resumed again: the fiber is deleted by its thread. */
+struct thread_fibers
+{
+    struct worker_fiber *idle;
+    unsigned int idle_count;
+    unsigned int live;
+    BOOL converted;                 /* by the engine (not a program's own fiber thread) */
+};
+
+#define MAX_IDLE_FIBERS 8
+
+static void WINAPI worker_main(void *arg)
+{
+    struct worker_fiber *worker = arg;
+
+    for (;;)
+    {
+        struct fiber_call *fc = worker->fc;
+
+        fc->result = (HRESULT)call_frame(fc->proc, fc->frame, fc->method->sync.stack_size / PTR_SIZE);
+        InterlockedExchange(&fc->phase, PHASE_DONE);
+        TlsSetValue(fiber_tls, NULL);
+        /* Back to the thread; resumed only with a new call. */
+        SwitchToFiber(fc->return_fiber);
+    }
 }
 
 /* gcc misreads mingw's inline TEB access in GetCurrentFiber as an array overrun. */
@@ -632,46 +664,98 @@ static void run_fiber(struct fiber_call *fc)
 
     fc->return_fiber = current_fiber();
     TlsSetValue(fiber_tls, fc);
-    SwitchToFiber(fc->fiber);
+    fc->running = TRUE;
+    SwitchToFiber(fc->worker->fiber);
+    fc->running = FALSE;
     TlsSetValue(fiber_tls, previous);
 }
 
-/* convert_tls: this thread's live call fibers, and CONVERTED if the engine made it a fiber. */
-#define CONVERTED ((ULONG_PTR)1 << 30)
-
-static void thread_fiber_release(void)
+static struct thread_fibers *thread_fibers(BOOL create)
 {
-    ULONG_PTR value = (ULONG_PTR)TlsGetValue(convert_tls) - 1;
+    struct thread_fibers *fibers = TlsGetValue(convert_tls);
 
-    if (value == CONVERTED)
-    {
-        ConvertFiberToThread();
-        value = 0;
-    }
-    TlsSetValue(convert_tls, (void *)value);
+    if (!fibers && create && (fibers = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*fibers))))
+        TlsSetValue(convert_tls, fibers);
+    return fibers;
 }
 
-static BOOL thread_fiber_acquire(void)
+static BOOL acquire_worker(struct fiber_call *fc)
 {
-    ULONG_PTR value = (ULONG_PTR)TlsGetValue(convert_tls);
+    struct thread_fibers *fibers = thread_fibers(TRUE);
+    struct worker_fiber *worker;
 
-    if (!value && !IsThreadAFiber())
+    if (!fibers) return FALSE;
+    if (!fibers->live && !fibers->idle_count && !IsThreadAFiber())
     {
         if (!ConvertThreadToFiberEx(NULL, FIBER_FLAG_FLOAT_SWITCH)) return FALSE;
-        value = CONVERTED;
+        fibers->converted = TRUE;
     }
-    TlsSetValue(convert_tls, (void *)(value + 1));
+    if ((worker = fibers->idle))
+    {
+        fibers->idle = worker->next;
+        fibers->idle_count--;
+    }
+    else if (!(worker = HeapAlloc(GetProcessHeap(), 0, sizeof(*worker))) ||
+             !(worker->fiber = CreateFiberEx(0, FIBER_STACK, FIBER_FLAG_FLOAT_SWITCH, worker_main, worker)))
+    {
+        HeapFree(GetProcessHeap(), 0, worker);
+        if (!fibers->live && !fibers->idle_count && fibers->converted)
+        {
+            ConvertFiberToThread();
+            fibers->converted = FALSE;
+        }
+        return FALSE;
+    }
+    worker->fc = fc;
+    fc->worker = worker;
+    fibers->live++;
     return TRUE;
+}
+
+/* Gives back the worker of a call that finished (or never ran); its thread only. */
+static void release_worker(struct fiber_call *fc)
+{
+    struct thread_fibers *fibers = thread_fibers(FALSE);
+    struct worker_fiber *worker = fc->worker;
+
+    fc->worker = NULL;
+    if (!fibers) return;
+    fibers->live--;
+    if (fibers->idle_count < MAX_IDLE_FIBERS)
+    {
+        worker->fc = NULL;
+        worker->next = fibers->idle;
+        fibers->idle = worker;
+        fibers->idle_count++;
+        return;
+    }
+    DeleteFiber(worker->fiber);
+    HeapFree(GetProcessHeap(), 0, worker);
+}
+
+void async_thread_detach(void)
+{
+    struct thread_fibers *fibers = thread_fibers(FALSE);
+    struct worker_fiber *worker;
+
+    if (!fibers) return;
+    while ((worker = fibers->idle))
+    {
+        fibers->idle = worker->next;
+        DeleteFiber(worker->fiber);
+        HeapFree(GetProcessHeap(), 0, worker);
+    }
+    /* Calls still parked on this thread can never finish now: their state is leaked. */
+    if (fibers->live) WARN("thread exits with %u asynchronous calls unfinished\n", fibers->live);
+    else if (fibers->converted) ConvertFiberToThread();
+    TlsSetValue(convert_tls, NULL);
+    HeapFree(GetProcessHeap(), 0, fibers);
 }
 
 static void free_fiber_call(struct fiber_call *fc)
 {
     if (fc->pool_wait) UnregisterWaitEx(fc->pool_wait, INVALID_HANDLE_VALUE);
-    if (fc->fiber)
-    {
-        DeleteFiber(fc->fiber);
-        thread_fiber_release();
-    }
+    if (fc->worker) release_worker(fc);
     HeapFree(GetProcessHeap(), 0, fc->scratch);
     HeapFree(GetProcessHeap(), 0, fc);
 }
@@ -711,10 +795,13 @@ static void reap_orphans(void)
     }
 }
 
+static void watch_reply(struct fiber_call *fc);
+
 /* Hands a call that still waits for its reply to its thread's clean-up. */
 static void orphan(struct fiber_call *fc)
 {
     InterlockedExchange(&fc->discard, TRUE);
+    watch_reply(fc);
     EnterCriticalSection(&call_lock);
     fc->obj = NULL;
     fc->next_orphan = orphans;
@@ -748,9 +835,7 @@ static void note_reply(struct fiber_call *fc)
     EnterCriticalSection(&call_lock);
     if ((obj = fc->obj))
     {
-        /* State first: a Cancel with grace that wakes up must see the completion. */
         deliver = cc_call_complete(&obj->state) == CC_OK;
-        SetEvent(obj->replied);
         if (deliver) fc->notifying = TRUE;
     }
     InterlockedExchange(&fc->replied, TRUE);
@@ -828,46 +913,167 @@ BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *stat
     return TRUE;
 }
 
-/* The fiber waits for its reply: park it, and let the thread pool watch the event. */
-static BOOL park(DWORD count, const HANDLE *handles, DWORD timeout)
-{
-    struct fiber_call *fc = TlsGetValue(fiber_tls);
+static DWORD (WINAPI *real_WaitForMultipleObjectsEx)(DWORD, const HANDLE *, BOOL, DWORD, BOOL);
+static DWORD (WINAPI *real_MsgWaitForMultipleObjectsEx)(DWORD, const HANDLE *, DWORD, DWORD, DWORD);
 
-    if (!fc || fc->phase != PHASE_SENDING || !timeout || count != 1) return FALSE;
-    fc->wine_event = handles[0];
-    if (!RegisterWaitForSingleObject(&fc->pool_wait, fc->wine_event, reply_arrived, fc, INFINITE,
+/* The wait Wine asked for, to be made by the fiber itself. */
+struct wine_wait
+{
+    BOOL pump;                      /* MsgWaitForMultipleObjectsEx (an STA) */
+    DWORD mask, flags;
+    BOOL alertable;
+};
+
+/*
+ * Who waits for Wine's event of a parked call.  Wine's event is auto-reset
+ * and a thread-pool wait cannot be withdrawn without the risk of losing a
+ * signal it already took, so the pool is asked to watch only when something
+ * needs the reply noticed without Finish_ (an ISynchronize wait, the event
+ * handle, an aggregating object, a cancel with grace, an abandoned call);
+ * otherwise Finish_ lets the fiber wait for it itself.  Both may wait at
+ * once: whichever takes the signal notes the reply for the other.
+ */
+static void watch_reply(struct fiber_call *fc)
+{
+    EnterCriticalSection(&call_lock);
+    if (fc->parked && !fc->replied && !fc->pool_wait &&
+        !RegisterWaitForSingleObject(&fc->pool_wait, fc->wine_event, reply_arrived, fc, INFINITE,
                                      WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD))
     {
+        ERR("cannot watch the reply of call %p\n", fc);
         fc->pool_wait = NULL;
-        return FALSE;
     }
-    fc->parked = TRUE;
-    TRACE("call %p parked, event %p\n", fc, fc->wine_event);
+    LeaveCriticalSection(&call_lock);
+}
+
+static void unwatch_reply(struct fiber_call *fc)
+{
+    HANDLE wait;
+
+    EnterCriticalSection(&call_lock);
+    wait = fc->pool_wait;
+    fc->pool_wait = NULL;
+    LeaveCriticalSection(&call_lock);
+    if (wait) UnregisterWaitEx(wait, INVALID_HANDLE_VALUE);
+}
+
+/* Someone other than Finish_ needs to know when obj's reply arrives. */
+static void watch_call(struct call_object *obj)
+{
+    EnterCriticalSection(&call_lock);
+    if (obj->call) watch_reply(obj->call);
+    LeaveCriticalSection(&call_lock);
+}
+
+/* Back to the thread until resumed. */
+static void park(struct fiber_call *fc)
+{
     InterlockedExchange(&fc->phase, PHASE_PARKED);
     TlsSetValue(fiber_tls, NULL);
     SwitchToFiber(fc->return_fiber);
-    /* Resumed by the thread once the pool saw the event (which it consumed). */
     TlsSetValue(fiber_tls, fc);
-    UnregisterWaitEx(fc->pool_wait, INVALID_HANDLE_VALUE);
-    fc->pool_wait = NULL;
-    InterlockedExchange(&fc->phase, PHASE_SENDING);
-    return TRUE;
 }
 
-static DWORD (WINAPI *real_WaitForMultipleObjectsEx)(DWORD, const HANDLE *, BOOL, DWORD, BOOL);
-static DWORD (WINAPI *real_MsgWaitForMultipleObjectsEx)(DWORD, const HANDLE *, DWORD, DWORD, DWORD);
+/*
+ * Finish_ resumed the fiber before the reply: it waits for Wine's event (the
+ * reply) or the call object's event (a cancel, or the reply taken by the
+ * pool).  Window messages go back to Wine, which pumps and waits again.
+ */
+static DWORD wait_inline(struct fiber_call *fc, const struct wine_wait *wait)
+{
+    HANDLE handles[2] = { fc->wine_event, fc->done_event };
+    DWORD ret;
+
+    for (;;)
+    {
+        if (fc->replied)
+        {
+            unwatch_reply(fc);
+            return WAIT_OBJECT_0;
+        }
+        if (wait->pump)
+            ret = real_MsgWaitForMultipleObjectsEx(2, handles, INFINITE, wait->mask, wait->flags & ~MWMO_WAITALL);
+        else
+            ret = real_WaitForMultipleObjectsEx(2, handles, FALSE, INFINITE, wait->alertable);
+        if (ret == WAIT_OBJECT_0)
+        {
+            note_reply(fc);
+            unwatch_reply(fc);
+            return WAIT_OBJECT_0;
+        }
+        if (ret == WAIT_OBJECT_0 + 1)
+        {
+            enum cc_state state = CC_PENDING;
+
+            if (fc->replied) continue;
+            EnterCriticalSection(&call_lock);
+            if (fc->obj) state = cc_call_state(&fc->obj->state);
+            LeaveCriticalSection(&call_lock);
+            if (state == CC_CANCELLED)
+            {
+                /* Finish_ returns now; the pool notes the reply when it comes. */
+                fc->inline_wait = FALSE;
+                watch_reply(fc);
+                park(fc);
+                unwatch_reply(fc);
+                return WAIT_OBJECT_0;
+            }
+            /* Signalled by hand (ISynchronize::Signal): only the reply ends this wait. */
+            handles[1] = handles[0];
+            continue;
+        }
+        if (ret == WAIT_OBJECT_0 + 2) return WAIT_OBJECT_0 + 1;
+        return ret;
+    }
+}
+
+/* Wine waits for the reply of an asynchronous call. */
+static BOOL fiber_wait(DWORD count, const HANDLE *handles, DWORD timeout, const struct wine_wait *wait, DWORD *ret)
+{
+    struct fiber_call *fc = TlsGetValue(fiber_tls);
+
+    if (!fc || !timeout || count != 1) return FALSE;
+    if (fc->phase == PHASE_WAITING && handles[0] == fc->wine_event)
+    {
+        *ret = wait_inline(fc, wait);
+        return TRUE;
+    }
+    if (fc->phase != PHASE_SENDING) return FALSE;
+    fc->wine_event = handles[0];
+    fc->parked = TRUE;
+    TRACE("call %p parked, event %p\n", fc, fc->wine_event);
+    if (fc->watch) watch_reply(fc);
+    park(fc);
+    if (fc->inline_wait)
+    {
+        InterlockedExchange(&fc->phase, PHASE_WAITING);
+        *ret = wait_inline(fc, wait);
+        return TRUE;
+    }
+    /* Resumed once the pool saw the event (which it consumed). */
+    unwatch_reply(fc);
+    InterlockedExchange(&fc->phase, PHASE_SENDING);
+    *ret = WAIT_OBJECT_0;
+    return TRUE;
+}
 
 static DWORD WINAPI hook_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,
                                                   BOOL alertable)
 {
-    if (TlsGetValue(fiber_tls) && park(count, handles, timeout)) return WAIT_OBJECT_0;
+    struct wine_wait wait = { FALSE, 0, 0, alertable };
+    DWORD ret;
+
+    if (TlsGetValue(fiber_tls) && fiber_wait(count, handles, timeout, &wait, &ret)) return ret;
     return real_WaitForMultipleObjectsEx(count, handles, all, timeout, alertable);
 }
 
 static DWORD WINAPI hook_MsgWaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, DWORD timeout,
                                                      DWORD mask, DWORD flags)
 {
-    if (TlsGetValue(fiber_tls) && park(count, handles, timeout)) return WAIT_OBJECT_0;
+    struct wine_wait wait = { TRUE, mask, flags, FALSE };
+    DWORD ret;
+
+    if (TlsGetValue(fiber_tls) && fiber_wait(count, handles, timeout, &wait, &ret)) return ret;
     return real_MsgWaitForMultipleObjectsEx(count, handles, timeout, mask, flags);
 }
 
@@ -929,7 +1135,6 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
     reap_orphans();
     if (cc_call_begin(&obj->state, TRUE) != CC_OK) return RPC_S_CALLPENDING;
     ResetEvent(obj->event);
-    ResetEvent(obj->replied);
 
     if (!(fc = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*fc))))
     {
@@ -937,6 +1142,9 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
         goto failed;
     }
     fc->obj = obj;
+    fc->done_event = obj->event;
+    /* An aggregating object is told of the completion as it happens. */
+    fc->watch = obj->outer != &obj->IUnknown_inner;
     fc->owner_tid = GetCurrentThreadId();
     fc->desc = obj->desc;
     fc->method = method;
@@ -1008,15 +1216,9 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
         *(BYTE **)((BYTE *)fc->frame + param->stack_offset) = fc->out_ptr[i];
     }
 
-    if (!thread_fiber_acquire())
+    if (!acquire_worker(fc))
     {
-        hr = HRESULT_FROM_WIN32(GetLastError());
-        goto failed;
-    }
-    if (!(fc->fiber = CreateFiberEx(0, FIBER_STACK, FIBER_FLAG_FLOAT_SWITCH, fiber_main, fc)))
-    {
-        hr = HRESULT_FROM_WIN32(GetLastError());
-        thread_fiber_release();
+        hr = E_OUTOFMEMORY;
         goto failed;
     }
 
@@ -1082,8 +1284,19 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
         if (method->split.finish_offset[i] != CC_FMT_NONE && !*(void **)(frame + method->split.finish_offset[i]))
             return HRESULT_FROM_WIN32(RPC_X_NULL_REF_POINTER);
 
-    if (FAILED(hr = wait_event(obj->event, INFINITE))) return hr;
+    if (fc->running) return RPC_S_CALLPENDING;  /* Finish_ from inside its own wait's message pump */
+    if (fc->parked && !fc->replied && cc_call_state(&obj->state) == CC_PENDING)
+    {
+        /* The reply is still to come: the fiber waits for it itself. */
+        fc->inline_wait = TRUE;
+        run_fiber(fc);
+    }
     state = cc_call_state(&obj->state);
+    if (state != CC_COMPLETE && state != CC_CANCELLED)
+    {
+        if (FAILED(hr = wait_event(obj->event, INFINITE))) return hr;
+        state = cc_call_state(&obj->state);
+    }
 
     EnterCriticalSection(&call_lock);
     obj->call = NULL;
@@ -1117,8 +1330,8 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
         else orphan(fc);
         hr = RPC_E_CALL_CANCELED;
     }
+    /* The event stays signalled until the next Begin_. */
     cc_call_finish(&obj->state);
-    ResetEvent(obj->event);
     return hr;
 }
 
@@ -1224,7 +1437,6 @@ static ULONG WINAPI inner_Release(IUnknown *iface)
     }
     IUnknown_Release(obj->sync);
     CloseHandle(obj->event);
-    CloseHandle(obj->replied);
     HeapFree(GetProcessHeap(), 0, obj);
     return 0;
 }
@@ -1273,6 +1485,7 @@ static HRESULT WINAPI sync_Wait(ISynchronize *iface, DWORD flags, DWORD timeout)
 
     TRACE("%p, %#lx, %lu\n", iface, flags, timeout);
     reap_orphans();
+    watch_call(obj);
     return CoWaitForMultipleHandles(flags, timeout, 1, &obj->event, &index);
 }
 
@@ -1321,6 +1534,8 @@ static ULONG WINAPI handle_Release(ISynchronizeHandle *iface)
 static HRESULT WINAPI handle_GetHandle(ISynchronizeHandle *iface, HANDLE *handle)
 {
     if (!handle) return E_INVALIDARG;
+    /* Whoever waits on the handle must see it signalled without Finish_. */
+    watch_call(impl_from_ISynchronizeHandle(iface));
     *handle = impl_from_ISynchronizeHandle(iface)->event;
     return S_OK;
 }
@@ -1377,7 +1592,9 @@ static HRESULT WINAPI cancel_Cancel(ICancelMethodCalls *iface, ULONG seconds)
     if (call_id) channel_mark_cancelled(call_id);
     if (seconds)
     {
-        WaitForSingleObject(obj->replied, cc_seconds_to_ms(seconds));
+        /* A completion within the grace period sets the event (a cancel does not, yet). */
+        watch_call(obj);
+        WaitForSingleObject(obj->event, cc_seconds_to_ms(seconds));
         if ((status = cc_call_expire(&obj->state)) != CC_OK) return hresult_from_status(status);
     }
     EnterCriticalSection(&call_lock);
@@ -1428,8 +1645,7 @@ static HRESULT create_call_object(const struct async_desc *desc, IUnknown *sync,
     IUnknown_AddRef(sync);
     cc_call_init(&obj->state);
     obj->event = CreateEventW(NULL, TRUE, FALSE, NULL);
-    obj->replied = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!obj->event || !obj->replied)
+    if (!obj->event)
     {
         IUnknown_Release(&obj->IUnknown_inner);
         return E_OUTOFMEMORY;

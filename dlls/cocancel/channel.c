@@ -102,6 +102,9 @@ static struct cancel_ring *get_ring(DWORD pid, BOOL create)
     ReleaseSRWLockShared(&ring_lock);
     if (ring) return ring;
 
+    /* Our own ring is always mapped writable: the view is cached for the
+     * server side (which only reads) and the client side (which writes) alike. */
+    if (pid == GetCurrentProcessId()) create = TRUE;
     ring_name(pid, name, ARRAY_SIZE(name));
     if (create)
         mapping = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, 0, sizeof(struct cancel_ring), name);

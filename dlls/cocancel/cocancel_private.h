@@ -45,6 +45,7 @@ HRESULT channel_send_receive_watched(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
 
 /* async.c */
 void async_init(void);
+void async_thread_detach(void);
 void async_client_fill(REFIID riid);
 BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
                         HRESULT *hr);

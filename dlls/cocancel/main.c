@@ -38,6 +38,7 @@ BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
         break;
     case DLL_THREAD_DETACH:
         cancel_thread_detach();
+        async_thread_detach();
         break;
     }
     return TRUE;

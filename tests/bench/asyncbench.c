@@ -1,0 +1,458 @@
+/*
+ * Benchmark of asynchronous calls (part of "make bench"; prints figures,
+ * asserts nothing).
+ *
+ *   asyncbench.exe ratio          Begin_+Finish_ round trip vs the synchronous call, per topology
+ *   asyncbench.exe cancel N       Cancel(0) -> Finish_ returns, N times per topology
+ *   asyncbench.exe outstanding    1,000 calls begun from one thread, then finished
+ *
+ * Output lines are tab-separated for tools/run_bench.sh.  The interfaces
+ * are the conformance test's (dlls/ole32/tests/asynccall_ps.idl).
+ */
+
+#define COBJMACROS
+#define CONST_VTABLE
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <windows.h>
+#include <objbase.h>
+#include <psapi.h>
+#include <rpcproxy.h>
+
+#include "asynccall_ps.h"
+
+extern const ExtendedProxyFileInfo asynccall_ps_ProxyFileInfo;
+
+static const CLSID CLSID_AsyncTestPS = {0x2c3e5a1f, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
+static const CLSID CLSID_AsyncBenchServer = {0x2c3e5a1d, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
+
+static HRESULT (WINAPI *pCoTestCancel)(void);
+static LARGE_INTEGER frequency;
+static HANDLE slow_started, slow_done;
+
+static double now_us(void)
+{
+    LARGE_INTEGER counter;
+
+    QueryPerformanceCounter(&counter);
+    return counter.QuadPart * 1e6 / frequency.QuadPart;
+}
+
+/* Proxy/stub registration: a writable copy of widl's tables (see asynccall.c). */
+static CStdPSFactoryBuffer ps_factory;
+static ProxyFileInfo ps_file;
+static CInterfaceStubVtbl ps_stubs[3];
+static const CInterfaceStubVtbl *ps_stub_list[4];
+static const ProxyFileInfo *ps_files[2];
+static IPSFactoryBuffer *ps;
+
+ULONG STDMETHODCALLTYPE CStdStubBuffer_Release(IRpcStubBuffer *iface)
+{
+    return NdrCStdStubBuffer_Release(iface, (IPSFactoryBuffer *)&ps_factory);
+}
+
+static void init_ps(void)
+{
+    unsigned int i;
+
+    memcpy(&ps_file, &asynccall_ps_ProxyFileInfo, sizeof(ps_file));
+    for (i = 0; i < ps_file.TableSize && i < ARRAYSIZE(ps_stubs); i++)
+    {
+        memcpy(&ps_stubs[i], ps_file.pStubVtblList[i], sizeof(ps_stubs[i]));
+        ps_stub_list[i] = &ps_stubs[i];
+    }
+    *(const PCInterfaceStubVtblList **)&ps_file.pStubVtblList = (const PCInterfaceStubVtblList *)ps_stub_list;
+    ps_files[0] = &ps_file;
+    NdrDllGetClassObject(&CLSID_AsyncTestPS, &IID_IPSFactoryBuffer, (void **)&ps, ps_files, &CLSID_AsyncTestPS,
+                         &ps_factory);
+}
+
+static DWORD register_ps(void)
+{
+    DWORD cookie = 0;
+
+    CoRegisterClassObject(&CLSID_AsyncTestPS, (IUnknown *)ps, CLSCTX_INPROC_SERVER, REGCLS_MULTIPLEUSE, &cookie);
+    CoRegisterPSClsid(&IID_ICcAsyncTest, &CLSID_AsyncTestPS);
+    CoRegisterPSClsid(&IID_AsyncICcAsyncTest, &CLSID_AsyncTestPS);
+    return cookie;
+}
+
+/* The server object: Add, and Slow, which stops as soon as it sees the cancel. */
+static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
+static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
+
+static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
+{
+    *sum = a + b;
+    return S_OK;
+}
+
+static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
+{
+    DWORD start = GetTickCount();
+    HRESULT hr = S_OK;
+
+    *seen = 0;
+    SetEvent(slow_started);
+    while (GetTickCount() - start < ms)
+    {
+        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
+        {
+            *seen = 1;
+            hr = E_ABORT;
+            break;
+        }
+        Sleep(1);
+    }
+    SetEvent(slow_done);
+    return hr;
+}
+
+static HRESULT WINAPI obj_NotImpl(void)
+{
+    return E_NOTIMPL;
+}
+
+static const ICcAsyncTestVtbl obj_vtbl =
+{
+    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+};
+
+static ICcAsyncTest obj = { &obj_vtbl };
+
+static HRESULT WINAPI cf_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI cf_AddRef(IClassFactory *iface) { return 2; }
+static ULONG WINAPI cf_Release(IClassFactory *iface) { return 1; }
+
+static HRESULT WINAPI cf_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    return ICcAsyncTest_QueryInterface(&obj, riid, ppv);
+}
+
+static HRESULT WINAPI cf_LockServer(IClassFactory *iface, BOOL lock) { return S_OK; }
+
+static const IClassFactoryVtbl cf_vtbl = { cf_QueryInterface, cf_AddRef, cf_Release, cf_CreateInstance, cf_LockServer };
+static IClassFactory cf = { &cf_vtbl };
+
+struct topology
+{
+    const char *name;
+    DWORD client_model;
+    DWORD host_model;   /* 0: local server process */
+};
+
+static const struct topology topologies[] =
+{
+    { "MTA->STA in-proc",   COINIT_MULTITHREADED,     COINIT_APARTMENTTHREADED },
+    { "STA->MTA in-proc",   COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
+    { "STA->STA in-proc",   COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
+    { "MTA->local server",  COINIT_MULTITHREADED,     0 },
+    { "STA->local server",  COINIT_APARTMENTTHREADED, 0 },
+};
+
+struct host
+{
+    DWORD model;
+    IStream *stream;
+    HANDLE ready, quit, thread;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    DWORD cookie;
+    MSG msg;
+
+    CoInitializeEx(NULL, host->model);
+    cookie = register_ps();
+    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
+    SetEvent(host->ready);
+    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static AsyncICcAsyncTest *create_call(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call = NULL;
+    ICallFactory *factory;
+
+    if (FAILED(ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory))) return NULL;
+    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
+    ICallFactory_Release(factory);
+    return call;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double percentile(double *samples, unsigned int count, double p)
+{
+    unsigned int index;
+
+    qsort(samples, count, sizeof(*samples), compare_double);
+    index = (unsigned int)(p * (count - 1) + 0.5);
+    return samples[index];
+}
+
+static SIZE_T private_bytes(void)
+{
+    PROCESS_MEMORY_COUNTERS_EX counters = { sizeof(counters) };
+
+    GetProcessMemoryInfo(GetCurrentProcess(), (PROCESS_MEMORY_COUNTERS *)&counters, sizeof(counters));
+    return counters.PrivateUsage;
+}
+
+struct job
+{
+    const struct topology *topology;
+    const char *mode;
+    unsigned int count;
+    IStream *stream;
+};
+
+static double samples[20000], samples2[20000];
+
+static void job_ratio(const struct job *job, ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call = create_call(proxy);
+    unsigned int round, i;
+    int sum;
+
+    if (!call)
+    {
+        printf("ratio\t%s\t-\t-\n", job->topology->name);
+        return;
+    }
+    for (i = 0; i < 200; i++)
+    {
+        ICcAsyncTest_Add(proxy, i, 1, &sum);
+        AsyncICcAsyncTest_Begin_Add(call, i, 1);
+        AsyncICcAsyncTest_Finish_Add(call, &sum);
+    }
+    for (round = 0; round < 9; round++)
+    {
+        double start = now_us();
+
+        for (i = 0; i < 300; i++) ICcAsyncTest_Add(proxy, i, 1, &sum);
+        samples[round] = (now_us() - start) / 300;
+        start = now_us();
+        for (i = 0; i < 300; i++)
+        {
+            AsyncICcAsyncTest_Begin_Add(call, i, 1);
+            AsyncICcAsyncTest_Finish_Add(call, &sum);
+        }
+        samples2[round] = (now_us() - start) / 300;
+    }
+    printf("ratio\t%s\t%.2f\t%.2f\n", job->topology->name, percentile(samples, 9, 0.5), percentile(samples2, 9, 0.5));
+    AsyncICcAsyncTest_Release(call);
+}
+
+static void job_cancel(const struct job *job, ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call = create_call(proxy);
+    ICancelMethodCalls *cancel;
+    unsigned int i, n = 0;
+    DWORD seen;
+
+    if (!call)
+    {
+        printf("cancel\t%s\t0\t-\t-\n", job->topology->name);
+        return;
+    }
+    AsyncICcAsyncTest_QueryInterface(call, &IID_ICancelMethodCalls, (void **)&cancel);
+    for (i = 0; i < job->count; i++)
+    {
+        double start;
+
+        ResetEvent(slow_started);
+        ResetEvent(slow_done);
+        if (FAILED(AsyncICcAsyncTest_Begin_Slow(call, 10000))) break;
+        if (WaitForSingleObject(slow_started, 10000)) break;
+        start = now_us();
+        ICancelMethodCalls_Cancel(cancel, 0);
+        if (AsyncICcAsyncTest_Finish_Slow(call, &seen) == RPC_E_CALL_CANCELED) samples[n++] = now_us() - start;
+        /* The next call starts once the server has stopped. */
+        if (WaitForSingleObject(slow_done, 10000)) break;
+    }
+    if (n) printf("cancel\t%s\t%u\t%.1f\t%.1f\n", job->topology->name, n, percentile(samples, n, 0.5),
+                  percentile(samples, n, 0.99));
+    else printf("cancel\t%s\t0\t-\t-\n", job->topology->name);
+    ICancelMethodCalls_Release(cancel);
+    AsyncICcAsyncTest_Release(call);
+}
+
+static void job_outstanding(const struct job *job, ICcAsyncTest *proxy)
+{
+    static AsyncICcAsyncTest *calls[1000];
+    unsigned int i, right = 0;
+    SIZE_T before, after;
+    double start, begun, end;
+    int sum;
+
+    /* Warm up: the first call pays for one-time set-up. */
+    if ((calls[0] = create_call(proxy)))
+    {
+        AsyncICcAsyncTest_Begin_Add(calls[0], 1, 1);
+        AsyncICcAsyncTest_Finish_Add(calls[0], &sum);
+        AsyncICcAsyncTest_Release(calls[0]);
+    }
+    before = private_bytes();
+    start = now_us();
+    for (i = 0; i < ARRAYSIZE(calls); i++)
+        if ((calls[i] = create_call(proxy))) AsyncICcAsyncTest_Begin_Add(calls[i], i, 1);
+    begun = now_us();
+    after = private_bytes();
+    for (i = 0; i < ARRAYSIZE(calls); i++)
+    {
+        if (!calls[i]) continue;
+        if (AsyncICcAsyncTest_Finish_Add(calls[i], &sum) == S_OK && sum == (int)i + 1) right++;
+        AsyncICcAsyncTest_Release(calls[i]);
+    }
+    end = now_us();
+    printf("outstanding\t%s\t%u\t%.1f\t%.1f\t%.1f\n", job->topology->name, right, (begun - start) / 1000,
+           (end - start) / 1000, (double)(after > before ? after - before : 0) / 1024 / ARRAYSIZE(calls));
+}
+
+static DWORD WINAPI client_thread(void *arg)
+{
+    struct job *job = arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD cookie;
+
+    CoInitializeEx(NULL, job->topology->client_model);
+    cookie = register_ps();
+    if (job->stream) CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    else CoCreateInstance(&CLSID_AsyncBenchServer, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
+    if (proxy)
+    {
+        if (!strcmp(job->mode, "ratio")) job_ratio(job, proxy);
+        else if (!strcmp(job->mode, "cancel")) job_cancel(job, proxy);
+        else job_outstanding(job, proxy);
+        ICcAsyncTest_Release(proxy);
+    }
+    else printf("%s\t%s\tno proxy\n", job->mode, job->topology->name);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void run(const struct topology *topology, const char *mode, unsigned int count)
+{
+    struct host host = { topology->host_model };
+    struct job job = { topology, mode, count };
+    HANDLE thread;
+
+    if (topology->host_model)
+    {
+        host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+        host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+        host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
+        WaitForSingleObject(host.ready, 30000);
+        job.stream = host.stream;
+    }
+    thread = CreateThread(NULL, 0, client_thread, &job, 0, NULL);
+    if (WaitForSingleObject(thread, 600000)) fprintf(stderr, "%s: %s did not finish\n", mode, topology->name);
+    CloseHandle(thread);
+    if (topology->host_model)
+    {
+        SetEvent(host.quit);
+        WaitForSingleObject(host.thread, 10000);
+        CloseHandle(host.thread);
+    }
+}
+
+static void server_registration(BOOL add)
+{
+    WCHAR key[128] = L"CLSID\\", exe[MAX_PATH], command[MAX_PATH + 32] = L"\"";
+    HKEY hkey;
+
+    StringFromGUID2(&CLSID_AsyncBenchServer, key + wcslen(key), 64);
+    if (!add)
+    {
+        RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
+        return;
+    }
+    GetModuleFileNameW(NULL, exe, MAX_PATH);
+    wcscat(command, exe);
+    wcscat(command, L"\" server");
+    wcscat(key, L"\\LocalServer32");
+    if (!RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL))
+    {
+        RegSetValueExW(hkey, NULL, 0, REG_SZ, (BYTE *)command, (wcslen(command) + 1) * sizeof(WCHAR));
+        RegCloseKey(hkey);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    unsigned int i, count = 0;
+    const char *mode = argc > 1 ? argv[1] : "";
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    QueryPerformanceFrequency(&frequency);
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleW(L"ole32.dll"), "CoTestCancel");
+    slow_started = CreateEventW(NULL, FALSE, FALSE, L"cocancel_asyncbench_started");
+    slow_done = CreateEventW(NULL, FALSE, FALSE, L"cocancel_asyncbench_done");
+    init_ps();
+
+    if (!strcmp(mode, "server"))
+    {
+        HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_asyncbench_quit");
+        DWORD cookie, ps_cookie;
+
+        CoInitializeEx(NULL, COINIT_MULTITHREADED);
+        ps_cookie = register_ps();
+        CoRegisterClassObject(&CLSID_AsyncBenchServer, (IUnknown *)&cf, CLSCTX_LOCAL_SERVER, REGCLS_MULTIPLEUSE,
+                              &cookie);
+        WaitForSingleObject(quit, 900000);
+        CoRevokeClassObject(cookie);
+        CoRevokeClassObject(ps_cookie);
+        CoUninitialize();
+        return 0;
+    }
+    if (strcmp(mode, "ratio") && strcmp(mode, "cancel") && strcmp(mode, "outstanding"))
+    {
+        fprintf(stderr, "usage: asyncbench.exe ratio | cancel N | outstanding\n");
+        return 1;
+    }
+    if (!strcmp(mode, "cancel")) count = argc > 2 ? min(atoi(argv[2]), (int)ARRAYSIZE(samples)) : 1000;
+    server_registration(TRUE);
+    for (i = 0; i < ARRAYSIZE(topologies); i++)
+    {
+        if (!strcmp(mode, "outstanding") && topologies[i].client_model != COINIT_MULTITHREADED) continue;
+        run(&topologies[i], mode, count);
+    }
+    SetEvent(CreateEventW(NULL, TRUE, FALSE, L"cocancel_asyncbench_quit"));
+    server_registration(FALSE);
+    return 0;
+}

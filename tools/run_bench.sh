@@ -21,10 +21,11 @@ rm -rf "$WINEPREFIX"
 timeout 300 "$WINE" wineboot -i >/dev/null 2>&1
 "$WINESERVER" -w
 mkdir -p "$WINEPREFIX/drive_c/bench"
-cp "$top/build/x86_64/bench.exe" "$WINEPREFIX/drive_c/bench/"
+cp "$top/build/x86_64/bench.exe" "$top/build/x86_64/asyncbench.exe" "$WINEPREFIX/drive_c/bench/"
 cd "$WINEPREFIX/drive_c/bench"
 
 bench() { timeout 900 "$WINE" bench.exe "$@" 2>/dev/null | tr -d '\r'; }
+abench() { timeout 900 "$WINE" asyncbench.exe "$@" 2>/dev/null | tr -d '\r'; }
 
 echo "stock Wine ..." >&2
 bench calls | sed 's/\tdisabled\t/\tstock\t/' > "$out/stock.tsv"
@@ -33,6 +34,10 @@ echo "with cocancel ..." >&2
 bench calls > "$out/shim.tsv"
 echo "cancel latency ($CANCELS cancels per topology) ..." >&2
 bench cancel "$CANCELS" > "$out/cancel.tsv"
+echo "asynchronous calls ..." >&2
+abench ratio > "$out/ratio.tsv"
+abench cancel "$CANCELS" > "$out/acancel.tsv"
+abench outstanding > "$out/outstanding.tsv"
 sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
 "$WINESERVER" -k >/dev/null 2>&1
 
@@ -54,3 +59,18 @@ awk -F'\t' '
     BEGIN { printf "%-20s %8s %14s %14s\n", "cancel -> released", "cancels", "median us", "p99 us"
             printf "%-20s %8s %14s %14s\n", "", "", "(<= 200)", "(<= 2000)" }
     { printf "%-20s %8s %14s %14s\n", $2, $3, $4, $5 }' "$out/cancel.tsv"
+echo
+awk -F'\t' '
+    BEGIN { printf "%-20s %10s %14s %10s\n", "async round trip", "sync us", "Begin+Finish", "ratio"
+            printf "%-20s %10s %14s %10s\n", "(median)", "", "us", "(<= 1.25)" }
+    { printf "%-20s %10s %14s %10.3f\n", $2, $3, $4, ($3 > 0 ? $4 / $3 : 0) }' "$out/ratio.tsv"
+echo
+awk -F'\t' '
+    BEGIN { printf "%-20s %8s %14s %14s\n", "async Cancel->Finish_", "cancels", "median us", "p99 us"
+            printf "%-20s %8s %14s %14s\n", "", "", "(<= 200)", "(<= 2000)" }
+    { printf "%-20s %8s %14s %14s\n", $2, $3, $4, $5 }' "$out/acancel.tsv"
+echo
+awk -F'\t' '
+    BEGIN { printf "%-20s %6s %12s %12s %14s %14s\n", "1,000 outstanding", "right", "Begin_ us", "total us", "resident KiB", "committed KiB"
+            printf "%-20s %6s %12s %12s %14s %14s\n", "(from one thread)", "", "per call", "per call", "per call (<=64)", "per call" }
+    { printf "%-20s %6s %12s %12s %14s %14s\n", $2, $3, $4, $5, $6, $7 }' "$out/outstanding.tsv"

@@ -224,12 +224,29 @@ static double percentile(double *samples, unsigned int count, double p)
     return samples[index];
 }
 
+/* Resident memory of the process (Wine reports the working set from the host). */
+static SIZE_T resident_bytes(void)
+{
+    PROCESS_MEMORY_COUNTERS counters = { sizeof(counters) };
+
+    GetProcessMemoryInfo(GetCurrentProcess(), &counters, sizeof(counters));
+    return counters.WorkingSetSize;
+}
+
+/* Committed private memory of the process (Wine does not fill in PrivateUsage). */
 static SIZE_T private_bytes(void)
 {
-    PROCESS_MEMORY_COUNTERS_EX counters = { sizeof(counters) };
+    MEMORY_BASIC_INFORMATION info;
+    const BYTE *address = NULL;
+    SIZE_T total = 0;
 
-    GetProcessMemoryInfo(GetCurrentProcess(), (PROCESS_MEMORY_COUNTERS *)&counters, sizeof(counters));
-    return counters.PrivateUsage;
+    while (VirtualQuery(address, &info, sizeof(info)) == sizeof(info))
+    {
+        if (info.State == MEM_COMMIT && info.Type == MEM_PRIVATE) total += info.RegionSize;
+        address = (const BYTE *)info.BaseAddress + info.RegionSize;
+        if (!address) break;
+    }
+    return total;
 }
 
 struct job
@@ -315,7 +332,7 @@ static void job_outstanding(const struct job *job, ICcAsyncTest *proxy)
 {
     static AsyncICcAsyncTest *calls[1000];
     unsigned int i, right = 0;
-    SIZE_T before, after;
+    SIZE_T before, after, resident_before, resident_after;
     double start, begun, end;
     int sum;
 
@@ -327,11 +344,13 @@ static void job_outstanding(const struct job *job, ICcAsyncTest *proxy)
         AsyncICcAsyncTest_Release(calls[0]);
     }
     before = private_bytes();
+    resident_before = resident_bytes();
     start = now_us();
     for (i = 0; i < ARRAYSIZE(calls); i++)
         if ((calls[i] = create_call(proxy))) AsyncICcAsyncTest_Begin_Add(calls[i], i, 1);
     begun = now_us();
     after = private_bytes();
+    resident_after = resident_bytes();
     for (i = 0; i < ARRAYSIZE(calls); i++)
     {
         if (!calls[i]) continue;
@@ -339,8 +358,9 @@ static void job_outstanding(const struct job *job, ICcAsyncTest *proxy)
         AsyncICcAsyncTest_Release(calls[i]);
     }
     end = now_us();
-    printf("outstanding\t%s\t%u\t%.1f\t%.1f\t%.1f\n", job->topology->name, right, (begun - start) / 1000,
-           (end - start) / 1000, (double)(after > before ? after - before : 0) / 1024 / ARRAYSIZE(calls));
+    printf("outstanding\t%s\t%u\t%.1f\t%.1f\t%.1f\t%.1f\n", job->topology->name, right, (begun - start) / 1000,
+           (end - start) / 1000, (double)(resident_after > resident_before ? resident_after - resident_before : 0)
+           / 1024 / ARRAYSIZE(calls), (double)(after > before ? after - before : 0) / 1024 / ARRAYSIZE(calls));
 }
 
 static DWORD WINAPI client_thread(void *arg)

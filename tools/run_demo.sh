@@ -14,7 +14,7 @@ echo "Creating a throwaway Wine prefix in $WINEPREFIX ..."
 timeout 300 "$WINE" wineboot -i >/dev/null 2>&1
 "$WINESERVER" -w
 mkdir -p "$WINEPREFIX/drive_c/demo"
-cp "$top/build/x86_64/demo.exe" "$WINEPREFIX/drive_c/demo/"
+cp "$top/build/x86_64/demo.exe" "$top/build/x86_64/asyncdemo.exe" "$WINEPREFIX/drive_c/demo/"
 cd "$WINEPREFIX/drive_c/demo"
 
 echo
@@ -27,6 +27,9 @@ echo "=== 2. the same program with cocancel installed (tools/setup_cocancel.sh i
 sh "$top/tools/setup_cocancel.sh" install >/dev/null
 timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r'
 rc=$?
+echo
+timeout 60 "$WINE" asyncdemo.exe 2>&1 | tr -d '\r'
+[ $rc -eq 0 ] && rc=$?
 sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
 echo
 echo "The prefix is deleted on exit."

@@ -11,6 +11,8 @@
 # the 32-bit builds into syswow64 when both exist), and sets the DLL override
 # ole32=native,builtin, prefix-wide by default or, with --app, only for that
 # program (HKCU\Software\Wine\AppDefaults\NAME.exe\DllOverrides; repeatable).
+# A prefix-wide install also registers cocancel.dll as the server of
+# CLSID_StdEvent and CLSID_SynchronizeContainer where the prefix has none.
 # Everything it replaces is backed up in $WINEPREFIX/cocancel-backup, and
 # uninstall puts back exactly what was there: files byte for byte, registry
 # values and keys as they were (keys it created are removed).
@@ -125,6 +127,23 @@ do_install() {
         "$WINE" reg add "$key" /v ole32 /t REG_SZ /d "$override_value" /f >/dev/null 2>&1 ||
             die "could not set the override in $key"
     done
+    # COM classes Wine lacks, served by cocancel.dll: CLSID_StdEvent and
+    # CLSID_SynchronizeContainer.  Prefix-wide installs only (a class is seen
+    # by every program), and never over a server the prefix already has.
+    if [ -z "$apps" ]; then
+        views='HKLM\Software\Classes'
+        [ -f "$prefix/drive_c/windows/syswow64/cocancel.dll" ] && views="$views HKLM\\Software\\Classes\\Wow6432Node"
+        for view in $views; do
+            for clsid in '{0000032B-0000-0000-C000-000000000046}' '{0000032D-0000-0000-C000-000000000046}'; do
+                class_key="$view\\CLSID\\$clsid"
+                grep -qF "key	$class_key" "$manifest" 2>/dev/null || ! reg_key_exists "$class_key" || continue
+                remember_keys "$class_key\\InprocServer32"
+                "$WINE" reg add "$class_key\\InprocServer32" /ve /t REG_SZ /d cocancel.dll /f >/dev/null 2>&1 &&
+                "$WINE" reg add "$class_key\\InprocServer32" /v ThreadingModel /t REG_SZ /d Both /f >/dev/null 2>&1 ||
+                    die "could not register $clsid"
+            done
+        done
+    fi
     echo "cocancel installed in $prefix (${apps:+for$apps}${apps:-prefix-wide})"
 }
 

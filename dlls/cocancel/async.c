@@ -600,6 +600,7 @@ struct call_object
     IUnknown *sync;                 /* the proxy's synchronous interface */
     struct cc_call state;
     HANDLE event;                   /* manual reset: the call completed or was cancelled */
+    BOOL watched;                   /* the event handle was handed out */
     struct fiber_call *call;
 };
 
@@ -1143,8 +1144,9 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
     }
     fc->obj = obj;
     fc->done_event = obj->event;
-    /* An aggregating object is told of the completion as it happens. */
-    fc->watch = obj->outer != &obj->IUnknown_inner;
+    /* An aggregating object is told of the completion as it happens, and
+     * so is whoever holds the event handle. */
+    fc->watch = obj->watched || obj->outer != &obj->IUnknown_inner;
     fc->owner_tid = GetCurrentThreadId();
     fc->desc = obj->desc;
     fc->method = method;
@@ -1534,7 +1536,9 @@ static ULONG WINAPI handle_Release(ISynchronizeHandle *iface)
 static HRESULT WINAPI handle_GetHandle(ISynchronizeHandle *iface, HANDLE *handle)
 {
     if (!handle) return E_INVALIDARG;
-    /* Whoever waits on the handle must see it signalled without Finish_. */
+    /* Whoever waits on the handle must see it signalled without Finish_,
+     * for this call and every later one. */
+    impl_from_ISynchronizeHandle(iface)->watched = TRUE;
     watch_call(impl_from_ISynchronizeHandle(iface));
     *handle = impl_from_ISynchronizeHandle(iface)->event;
     return S_OK;

@@ -761,6 +761,65 @@ static void test_release_without_finish(ICcAsyncTest *proxy)
     }
 }
 
+/* Waiting for whichever of several calls completes first: a SynchronizeContainer of call objects. */
+static void test_container_of_calls(ICcAsyncTest *proxy)
+{
+    static const CLSID CLSID_SynchronizeContainer_ = {0x0000032d, 0, 0, {0xc0, 0, 0, 0, 0, 0, 0, 0x46}};
+    AsyncICcAsyncTest *slow, *quick;
+    ISynchronizeContainer *container;
+    ISynchronize *sync, *got = NULL;
+    DWORD seen;
+    int sum = 0;
+    HRESULT hr;
+
+    hr = CoCreateInstance(&CLSID_SynchronizeContainer_, NULL, CLSCTX_INPROC_SERVER, &IID_ISynchronizeContainer,
+                          (void **)&container);
+    if (hr == REGDB_E_CLASSNOTREG)
+    {
+        skip("CLSID_SynchronizeContainer is not registered\n");
+        return;
+    }
+    ok(hr == S_OK, "CoCreateInstance(CLSID_SynchronizeContainer) got %#lx\n", hr);
+    if (FAILED(hr)) return;
+    if (FAILED(create_call(proxy, &slow)))
+    {
+        ISynchronizeContainer_Release(container);
+        return;
+    }
+    if (FAILED(create_call(proxy, &quick)))
+    {
+        AsyncICcAsyncTest_Release(slow);
+        ISynchronizeContainer_Release(container);
+        return;
+    }
+    AsyncICcAsyncTest_QueryInterface(slow, &IID_ISynchronize, (void **)&sync);
+    hr = ISynchronizeContainer_AddSynchronize(container, sync);
+    ok(hr == S_OK, "AddSynchronize got %#lx\n", hr);
+    ISynchronize_Release(sync);
+    AsyncICcAsyncTest_QueryInterface(quick, &IID_ISynchronize, (void **)&sync);
+    hr = ISynchronizeContainer_AddSynchronize(container, sync);
+    ok(hr == S_OK, "AddSynchronize got %#lx\n", hr);
+
+    /* The quick call goes first: an STA server runs them one after the other. */
+    hr = AsyncICcAsyncTest_Begin_Add(quick, 1, 2);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Begin_Slow(slow, 1500);
+    ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+    hr = ISynchronizeContainer_WaitMultiple(container, 0, 5000, &got);
+    ok(hr == S_OK, "WaitMultiple got %#lx\n", hr);
+    ok(got == sync, "got %p, expected the quick call's %p\n", got, sync);
+    if (got) ISynchronize_Release(got);
+    ISynchronize_Release(sync);
+    hr = AsyncICcAsyncTest_Finish_Add(quick, &sum);
+    ok(hr == S_OK && sum == 3, "Finish_Add got %#lx, %d\n", hr, sum);
+    hr = AsyncICcAsyncTest_Finish_Slow(slow, &seen);
+    ok(hr == S_OK, "Finish_Slow got %#lx\n", hr);
+
+    ISynchronizeContainer_Release(container);
+    AsyncICcAsyncTest_Release(slow);
+    AsyncICcAsyncTest_Release(quick);
+}
+
 /* Many calls outstanding from one thread at once. */
 static void test_outstanding(ICcAsyncTest *proxy, unsigned int count)
 {
@@ -940,6 +999,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_cancel(proxy);
         test_release_without_finish(proxy);
         test_aggregation(proxy);
+        test_container_of_calls(proxy);
         test_outstanding(proxy, 1000);
     }
     if (proxy) ICcAsyncTest_Release(proxy);

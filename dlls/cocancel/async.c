@@ -90,6 +90,24 @@ __asm__(
     ".set async_n, async_n + 1\n"
     ".endr\n"
 
+    /* NdrDcomAsyncClientCall(stub_desc, format, this, ...): the arguments from
+     * 'this' on form a frame like the one of the method itself. */
+    ".balign 16\n"
+    "dcom_entry:\n"
+    ".seh_proc dcom_entry\n"
+    "\tmovq %rcx, 8(%rsp)\n"
+    "\tmovq %rdx, 16(%rsp)\n"
+    "\tmovq %r8, 24(%rsp)\n"
+    "\tmovq %r9, 32(%rsp)\n"
+    "\tsubq $0x28, %rsp\n"
+    ".seh_stackalloc 0x28\n"
+    ".seh_endprologue\n"
+    "\tleaq 0x40(%rsp), %r8\n"
+    "\tcall async_dcom_dispatch\n"
+    "\taddq $0x28, %rsp\n"
+    "\tret\n"
+    ".seh_endproc\n"
+
     /* ULONG_PTR call_frame(void *func, const ULONG_PTR *args, unsigned int count) */
     ".balign 16\n"
     "call_frame:\n"
@@ -188,6 +206,10 @@ __asm__(
 #endif
 
 extern const BYTE async_thunks[];
+#ifdef __x86_64__
+extern const BYTE dcom_entry[];
+LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame);
+#endif
 ULONG_PTR CDECL call_frame(void *func, const ULONG_PTR *args, unsigned int count);
 
 /* ---------------------------------------------------------------------
@@ -209,6 +231,7 @@ struct async_desc
     unsigned int vtbl_count;
     const BYTE *types;
     size_t types_len;
+    const MIDL_STUBLESS_PROXY_INFO *async_info;
     void **vtbl;
     struct async_method *methods;               /* (vtbl_count - 3) / 2 */
 };
@@ -285,6 +308,7 @@ static struct async_desc *get_desc(const ProxyFileInfo *file, int sync_index, in
     desc->async_iid = *async_proxy->header.piid;
     desc->sync_iid = *sync_proxy->header.piid;
     desc->vtbl_count = async_count;
+    desc->async_info = async_info;
     desc->types = sync_info->pStubDesc->pFormatTypes;
     desc->types_len = image_extent(desc->types);
     desc->vtbl = HeapAlloc(GetProcessHeap(), 0, async_count * sizeof(void *));
@@ -1124,7 +1148,8 @@ static SIZE_T arg_size(const struct cc_fmt_proc *proc, unsigned int i)
 #endif
 }
 
-static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *frame, const double *fregs)
+static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *frame, const double *fregs,
+                          BOOL promoted)
 {
     const struct async_method *method = &obj->desc->methods[k];
     struct arg_reader_ctx reader;
@@ -1164,10 +1189,19 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
         if (!(param->attr & CC_PARAM_IS_IN) || (param->attr & CC_PARAM_IS_OUT)) continue;
         src = frame + from;
 #ifdef __x86_64__
-        if (from / 8 >= 1 && from / 8 <= 3 && (param->attr & CC_PARAM_IS_BASETYPE) &&
+        if (fregs && from / 8 >= 1 && from / 8 <= 3 && (param->attr & CC_PARAM_IS_BASETYPE) &&
             !(param->attr & CC_PARAM_IS_SIMPLE_REF) && (param->type == 0x0a || param->type == 0x0c))
             src = (const BYTE *)&fregs[from / 8 - 1];
 #endif
+        if (promoted && (param->attr & CC_PARAM_IS_BASETYPE) && !(param->attr & CC_PARAM_IS_SIMPLE_REF) &&
+            param->type == 0x0a)
+        {
+            /* Through a variadic function a float arrives as a double. */
+            float value = (float)*(const double *)src;
+
+            memcpy((BYTE *)fc->frame + param->stack_offset, &value, sizeof(value));
+            continue;
+        }
         memcpy((BYTE *)fc->frame + param->stack_offset, src, arg_size(&method->sync, p));
     }
 
@@ -1342,7 +1376,7 @@ static inline struct call_object *impl_from_async_iface(IUnknown *iface)
     return CONTAINING_RECORD(iface, struct call_object, async_iface);
 }
 
-static HRESULT dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs)
+static HRESULT dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs, BOOL promoted)
 {
     struct call_object *obj = impl_from_async_iface(iface);
     unsigned int k = (index - 3) / 2;
@@ -1350,13 +1384,47 @@ static HRESULT dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const 
     if (index < 3 || index >= obj->desc->vtbl_count) return E_UNEXPECTED;
     TRACE("%p, %s_%u\n", iface, (index - 3) & 1 ? "Finish" : "Begin", k + 3);
     if ((index - 3) & 1) return finish_call(obj, k, frame);
-    return begin_call(obj, k, frame, fregs);
+    return begin_call(obj, k, frame, fregs, promoted);
 }
 
 #ifdef __x86_64__
 HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs)
 {
-    return dispatch(iface, index, frame, fregs);
+    return dispatch(iface, index, frame, fregs, FALSE);
+}
+
+/*
+ * rpcrt4!NdrDcomAsyncClientCall, a stub in Wine, taken over: proxy code that
+ * calls it with a Begin_ or Finish_ procedure of an async interface and one
+ * of our call objects as 'this' gets the same call as through the vtable.
+ */
+LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame)
+{
+    IUnknown *iface = *(IUnknown **)frame;
+    const struct async_desc *desc;
+    struct cc_fmt_proc *proc;
+    unsigned int index;
+    size_t len;
+
+    TRACE("%p, %p, %p\n", stub_desc, format, iface);
+    if (!iface || !format || !(len = image_extent(format))) return E_INVALIDARG;
+    AcquireSRWLockShared(&desc_lock);
+    for (desc = descs; desc; desc = desc->next) if (iface->lpVtbl == (void *)desc->vtbl) break;
+    ReleaseSRWLockShared(&desc_lock);
+    if (!desc)
+    {
+        FIXME("%p is not a call object of cocancel\n", iface);
+        return E_NOTIMPL;
+    }
+    if (!(proc = HeapAlloc(GetProcessHeap(), 0, sizeof(*proc)))) return E_OUTOFMEMORY;
+    if (cc_fmt_read_proc(format, len, PTR_SIZE, proc) != CC_FMT_OK) index = 0;
+    else index = proc->proc_num;
+    HeapFree(GetProcessHeap(), 0, proc);
+    /* The procedure must be that method's own, from the interface's tables. */
+    if (index < 3 || index >= desc->vtbl_count || stub_desc != desc->async_info->pStubDesc ||
+        format != desc->async_info->ProcFormatString + desc->async_info->FormatStringOffset[index])
+        return E_INVALIDARG;
+    return dispatch(iface, index, frame, NULL, TRUE);
 }
 #else
 ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame)
@@ -1364,7 +1432,7 @@ ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *f
     struct call_object *obj = impl_from_async_iface(iface);
     const struct async_method *method = &obj->desc->methods[(index - 3) / 2];
     unsigned int pop = (index - 3) & 1 ? method->finish_pop : method->begin_pop;
-    HRESULT hr = dispatch(iface, index, frame, NULL);
+    HRESULT hr = dispatch(iface, index, frame, NULL, FALSE);
 
     return ((ULONGLONG)pop << 32) | (ULONG)hr;
 }
@@ -1842,4 +1910,8 @@ void async_init(void)
     if (fiber_tls == TLS_OUT_OF_INDEXES || convert_tls == TLS_OUT_OF_INDEXES) return;
     hook_waits(combase);
     hook_factory();
+#ifdef __x86_64__
+    if (!patch_wine_stub(GetModuleHandleW(L"rpcrt4.dll"), "NdrDcomAsyncClientCall", (void *)dcom_entry))
+        TRACE("rpcrt4's NdrDcomAsyncClientCall left as it is\n");
+#endif
 }

@@ -63,6 +63,7 @@ extern const unsigned int api_export_count;
 void patch_install(HMODULE engine);
 void **find_import_slot(HMODULE module, const char *dll, const char *name);
 BOOL write_pointer(void **slot, void *value);
+BOOL patch_wine_stub(HMODULE module, const char *name, void *function);
 void patch_get_status(struct cocancel_status *status);
 
 /* Resolved from combase at start-up (never imported: the carrier ole32 loads us). */

@@ -215,6 +215,32 @@ static BOOL is_loader_stub(const BYTE *code, const char *dll, const char *name)
 
 #endif
 
+/* Turns module's winebuild stub for name into a jump to function, after
+ * decoding it; anything else (a real implementation) is left alone. */
+BOOL patch_wine_stub(HMODULE module, const char *name, void *function)
+{
+    IMAGE_NT_HEADERS *nt;
+    BYTE jump[JUMP_SIZE];
+    BYTE *code;
+
+    if (!module || !(nt = image_headers(module))) return FALSE;
+    if (!(code = (BYTE *)GetProcAddress(module, name))) return FALSE;
+    if (is_jump_to(code, function)) return TRUE;
+    if (!is_wine_stub(module, nt, code, name))
+    {
+        TRACE("%s at %p is not a known stub; left alone\n", name, code);
+        return FALSE;
+    }
+    make_jump(jump, function);
+    if (!write_memory(code, jump, sizeof(jump), TRUE))
+    {
+        refuse("stub (protect)", code);
+        return FALSE;
+    }
+    TRACE("%s at %p now runs cocancel\n", name, code);
+    return TRUE;
+}
+
 /* Turns combase's stubs for the API into jumps to the engine. */
 static void patch_combase(HMODULE combase)
 {

@@ -20,6 +20,7 @@
 #include "objidl.h"
 #include "oaidl.h"
 #include "oleauto.h"
+#define USE_STUBLESS_PROXY
 #include "rpcproxy.h"
 
 #include "asynccall_ps.h"
@@ -820,6 +821,51 @@ static void test_container_of_calls(ICcAsyncTest *proxy)
     AsyncICcAsyncTest_Release(quick);
 }
 
+/* Proxy code may run Begin_/Finish_ itself through rpcrt4's NdrDcomAsyncClientCall. */
+static void test_dcom_async_client_call(ICcAsyncTest *proxy)
+{
+#ifdef __x86_64__
+    const MIDL_STUBLESS_PROXY_INFO *info = NULL;
+    AsyncICcAsyncTest *call;
+    CLIENT_CALL_RETURN ret;
+    double sum = 0;
+    int isum = 0;
+    unsigned int i;
+
+    for (i = 0; i < ps_file.TableSize; i++)
+        if (IsEqualIID(ps_file.pProxyVtblList[i]->header.piid, &IID_AsyncICcAsyncTest))
+            info = ps_file.pProxyVtblList[i]->header.pStublessProxyInfo;
+    if (!info || FAILED(create_call(proxy, &call))) return;
+
+    /* Slots 3 and 4: Begin_Add and Finish_Add. */
+    ret = NdrDcomAsyncClientCall((MIDL_STUB_DESC *)info->pStubDesc,
+                                 (PFORMAT_STRING)info->ProcFormatString + info->FormatStringOffset[3], call, 40, 2);
+    ok(ret.Simple == S_OK, "Begin_Add through NdrDcomAsyncClientCall got %#Ix\n", ret.Simple);
+    ret = NdrDcomAsyncClientCall((MIDL_STUB_DESC *)info->pStubDesc,
+                                 (PFORMAT_STRING)info->ProcFormatString + info->FormatStringOffset[4], call, &isum);
+    ok(ret.Simple == S_OK && isum == 42, "Finish_Add got %#Ix, %d\n", ret.Simple, isum);
+
+    /* A float passed through the variadic call arrives as a double. */
+    ret = NdrDcomAsyncClientCall((MIDL_STUB_DESC *)info->pStubDesc,
+                                 (PFORMAT_STRING)info->ProcFormatString + info->FormatStringOffset[3 + 2 * 7],
+                                 call, 1, 2.5, 3, 4.25f, 5, 6.5, 7, (hyper)8, 9);
+    ok(ret.Simple == S_OK, "Begin_Many got %#Ix\n", ret.Simple);
+    ret = NdrDcomAsyncClientCall((MIDL_STUB_DESC *)info->pStubDesc,
+                                 (PFORMAT_STRING)info->ProcFormatString + info->FormatStringOffset[4 + 2 * 7],
+                                 call, &sum);
+    ok(ret.Simple == S_OK && sum == 1 + 2.5 + 3 + 4.25 + 5 + 6.5 + 7 + 8 + 9, "Finish_Many got %#Ix, %f\n",
+       ret.Simple, sum);
+
+    /* Finish_ with no call in progress, through the same route. */
+    ret = NdrDcomAsyncClientCall((MIDL_STUB_DESC *)info->pStubDesc,
+                                 (PFORMAT_STRING)info->ProcFormatString + info->FormatStringOffset[4], call, &isum);
+    ok(ret.Simple == RPC_E_CALL_COMPLETE, "Finish_ without Begin_ got %#Ix\n", ret.Simple);
+    AsyncICcAsyncTest_Release(call);
+#else
+    skip("NdrDcomAsyncClientCall is taken over on x86_64 only\n");
+#endif
+}
+
 /* Many calls outstanding from one thread at once. */
 static void test_outstanding(ICcAsyncTest *proxy, unsigned int count)
 {
@@ -1000,6 +1046,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_release_without_finish(proxy);
         test_aggregation(proxy);
         test_container_of_calls(proxy);
+        test_dcom_async_client_call(proxy);
         test_outstanding(proxy, 1000);
     }
     if (proxy) ICcAsyncTest_Release(proxy);

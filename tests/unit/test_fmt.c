@@ -215,6 +215,14 @@ static int read_count(void *ctx, uint16_t offset, uint8_t basetype, int deref, u
     return 1;
 }
 
+static int read_count_18(void *ctx, uint16_t offset, uint8_t basetype, int deref, uint64_t *value)
+{
+    (void)ctx;
+    if (offset != 0x18 || basetype != 0x08 || deref) return 0;
+    *value = 7;
+    return 1;
+}
+
 /* [out, size_is(n)] arrays: the count comes from the named argument. */
 static void test_conformant_out(void **state)
 {
@@ -311,6 +319,54 @@ static void test_unsupported(void **state)
     assert_int_equal(cc_fmt_read_proc(w64_procs, sizeof(w64_procs), 2, &proc), CC_FMT_UNSUPPORTED);
 }
 
+/*
+ * Layout details of Microsoft MIDL's /Oicf output that widl does not
+ * produce for the test IDL: HasAsyncUuid in the Oi2 flags of a method of an
+ * interface with an async_uuid, a ten-byte extension with the float mask on
+ * x86_64, and six-byte (robust) correlation descriptors.  Written from the
+ * published format description: HRESULT M([in] double d, [in] float f,
+ * [in] long n, [out, size_is(n)] long *a).
+ */
+static void test_midl_layout(void **state)
+{
+    static const uint8_t proc[] =
+    {
+        0x33, 0x6c, 0x00, 0x00, 0x00, 0x00,     /* FC_AUTO_HANDLE, Oi flags, RPC flags */
+        0x05, 0x00, 0x30, 0x00,                 /* method 5, stack size 48 */
+        0x18, 0x00, 0x08, 0x00,                 /* client and server buffer hints */
+        0x67, 0x05,                             /* Oi2: server/client must size, return, async uuid, extensions; 5 params */
+        0x0a, 0x05, 0x00, 0x00, 0x01, 0x00,     /* extension: 10 bytes, new correlation descriptors, hints */
+        0x00, 0x00, 0x06, 0x00,                 /* notify index, float mask: d double (2), f float (1) */
+        0x48, 0x00, 0x08, 0x00, 0x0c, 0x00,     /* d: in, base type, FC_DOUBLE */
+        0x48, 0x00, 0x10, 0x00, 0x0a, 0x00,     /* f: in, base type, FC_FLOAT */
+        0x48, 0x00, 0x18, 0x00, 0x08, 0x00,     /* n: in, base type, FC_LONG */
+        0x13, 0x20, 0x20, 0x00, 0x00, 0x00,     /* a: must size, must free, out, server alloc 8; type 0 */
+        0x70, 0x00, 0x28, 0x00, 0x08, 0x00,     /* return value */
+    };
+    static const uint8_t types[] =
+    {
+        0x11, 0x00, 0x02, 0x00,                 /* FC_RP to the array below */
+        0x1b, 0x03, 0x04, 0x00,                 /* FC_CARRAY of 4-byte elements */
+        0x28, 0x00, 0x18, 0x00, 0x01, 0x00,     /* size_is(n): top level, FC_LONG, robust flags */
+        0x08, 0x5b,
+    };
+    struct cc_fmt_proc parsed;
+    uint64_t size = 0;
+
+    (void)state;
+    assert_int_equal(cc_fmt_read_proc(proc, sizeof(proc), 8, &parsed), CC_FMT_OK);
+    assert_int_equal(parsed.proc_num, 5);
+    assert_int_equal(parsed.param_count, 5);
+    assert_true(parsed.oi2_flags & CC_OI2_HAS_ASYNC_UUID);
+    assert_int_equal(parsed.float_mask, 0x06);
+    assert_int_equal(parsed.length, sizeof(proc));
+    assert_int_equal(parsed.params[3].stack_offset, 0x20);
+    /* The count comes from n, the argument at offset 0x18. */
+    assert_int_equal(cc_fmt_out_size(&parsed.params[3], types, sizeof(types), 8, read_count_18, NULL, &size),
+                     CC_FMT_OK);
+    assert_int_equal(size, 28);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] =
@@ -323,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_conformant_out),
         cmocka_unit_test(test_split_mismatch),
         cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_midl_layout),
     };
 
     return cmocka_run_group_tests_name("format-string reader", tests, NULL, NULL);

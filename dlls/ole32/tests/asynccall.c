@@ -717,6 +717,12 @@ static void test_cancel(ICcAsyncTest *proxy)
     AsyncICcAsyncTest_Release(call);
 }
 
+static DWORD WINAPI release_thread(void *arg)
+{
+    IUnknown_Release((IUnknown *)arg);
+    return 0;
+}
+
 /* Call objects released without Finish_: pending, completed and cancelled. */
 static void test_release_without_finish(ICcAsyncTest *proxy)
 {
@@ -749,6 +755,17 @@ static void test_release_without_finish(ICcAsyncTest *proxy)
         ICancelMethodCalls_Cancel(cancel, 0);
         ICancelMethodCalls_Release(cancel);
         AsyncICcAsyncTest_Release(call);
+    }
+    /* The last release on another thread, the call still pending. */
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        HANDLE thread;
+
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 300);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        thread = CreateThread(NULL, 0, release_thread, call, 0, NULL);
+        ok(!WaitForSingleObject(thread, 5000), "the release did not return\n");
+        CloseHandle(thread);
     }
     /* The proxy still works once the abandoned replies have come in. */
     Sleep(400);

@@ -110,7 +110,7 @@ timeout 300 "$WINE" wineboot -i > "$logs/wineboot.log" 2>&1
 check "prefix created" test -f "$WINEPREFIX/system.reg"
 "$WINE" --version
 mkdir -p "$WINEPREFIX/drive_c/cctests" "$WINEPREFIX/drive_c/cclaunch"
-for f in $INSTALLED_TESTS selftest.exe cclate.dll demo.exe; do cp "$B/x86_64/$f" "$WINEPREFIX/drive_c/cctests/"; done
+for f in $INSTALLED_TESTS selftest.exe cclate.dll demo.exe stress.exe; do cp "$B/x86_64/$f" "$WINEPREFIX/drive_c/cctests/"; done
 cp "$B/x86_64/route_static.exe" "$WINEPREFIX/drive_c/cctests/other_program.exe"
 cp "$B/x86_64/cocancel-run.exe" "$B/x86_64/cocancel.dll" "$WINEPREFIX/drive_c/cclaunch/"
 
@@ -146,6 +146,9 @@ echo "== installed prefix-wide"
 check "install (prefix-wide)" setup install
 run_all "prefix-wide"
 run_winetest "prefix-wide: cocancel_test.exe" cocancel_test.exe
+# The short stress and soak pass ("make check-stress" runs the long one).
+run_winetest "prefix-wide: stress.exe asyncstress" stress.exe asyncstress 300
+run_winetest "prefix-wide: stress.exe asyncsoak" stress.exe asyncsoak 2000
 check "uninstall (prefix-wide)" setup uninstall
 snapshot "$logs/after-wide"
 check "uninstall restores registry and files exactly (prefix-wide)" same_snapshot "$logs/before" "$logs/after-wide"

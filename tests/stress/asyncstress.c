@@ -1,0 +1,353 @@
+/*
+ * Stress and soak of asynchronous calls, in the conformance harness's dialect
+ * (summary lines are counted by "make check").
+ *
+ *   stress.exe asyncstress [N]   N randomised calls per topology (default 300):
+ *                                cancel before the request goes, while the
+ *                                server runs, around its reply, after
+ *                                completion, or never
+ *   stress.exe asyncsoak [N]     N Begin_/Cancel/Finish_ cycles (default
+ *                                2,000); prints memory and handle figures
+ *
+ * Invariants checked for every call: Finish_ ends it exactly once, with its
+ * own result (each call adds a distinct number) or RPC_E_CALL_CANCELED, and
+ * only a cancel that reported S_OK may produce RPC_E_CALL_CANCELED; no
+ * deadlock (each client runs under a watchdog).  "make check-stress" runs
+ * 10,000 calls per topology and 100,000 soak cycles.
+ */
+
+#define COBJMACROS
+#define CONST_VTABLE
+
+#include <stdarg.h>
+#include <stdlib.h>
+
+#include "windef.h"
+#include "winbase.h"
+#include "winuser.h"
+#include "objbase.h"
+#include "psapi.h"
+#include "rpcproxy.h"
+
+#include "asynccall_ps.h"
+#include "async_ps.h"
+
+#include "wine/test.h"
+
+static HRESULT (WINAPI *pCoTestCancel)(void);
+
+static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
+static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
+
+static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
+{
+    /* A reply that races with the cancel: sometimes a short delay. */
+    if (a % 7 == 0) Sleep(1);
+    *sum = a + b;
+    return S_OK;
+}
+
+static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
+{
+    DWORD start = GetTickCount();
+
+    *seen = 0;
+    while (GetTickCount() - start < ms)
+    {
+        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
+        {
+            *seen = 1;
+            return E_ABORT;
+        }
+        Sleep(1);
+    }
+    return S_OK;
+}
+
+static HRESULT WINAPI obj_NotImpl(void)
+{
+    return E_NOTIMPL;
+}
+
+static const ICcAsyncTestVtbl obj_vtbl =
+{
+    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+};
+
+static ICcAsyncTest obj = { &obj_vtbl };
+
+struct host
+{
+    DWORD model;
+    IStream *stream;
+    HANDLE ready, quit, thread;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    DWORD cookie;
+    MSG msg;
+
+    CoInitializeEx(NULL, host->model);
+    cookie = register_ps();
+    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
+    SetEvent(host->ready);
+    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static AsyncICcAsyncTest *create_call(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call = NULL;
+    ICallFactory *factory;
+
+    if (FAILED(ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory))) return NULL;
+    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
+    ICallFactory_Release(factory);
+    return call;
+}
+
+struct job
+{
+    DWORD client_model;
+    IStream *stream;
+    unsigned int count;
+    BOOL soak;
+    /* results */
+    unsigned int completed, cancelled, wrong, lost;
+    SIZE_T resident_before, resident_after;
+    DWORD handles_before, handles_after;
+};
+
+static SIZE_T resident(void)
+{
+    PROCESS_MEMORY_COUNTERS counters = { sizeof(counters) };
+
+    GetProcessMemoryInfo(GetCurrentProcess(), &counters, sizeof(counters));
+    return counters.WorkingSetSize;
+}
+
+static DWORD handles(void)
+{
+    DWORD count = 0;
+
+    GetProcessHandleCount(GetCurrentProcess(), &count);
+    return count;
+}
+
+/* One randomised call: returns FALSE if an invariant broke. */
+static BOOL one_call(struct job *job, AsyncICcAsyncTest *call, ICancelMethodCalls *cancel, ISynchronize *sync,
+                     unsigned int i)
+{
+    int when = rand() % 5, sum = -1;
+    BOOL slow = rand() % 4 == 0;
+    HRESULT begin, cancel_hr = E_FAIL, hr;
+    DWORD seen;
+
+    begin = slow ? AsyncICcAsyncTest_Begin_Slow(call, 1 + rand() % 15) : AsyncICcAsyncTest_Begin_Add(call, i, 1000);
+    if (begin != S_OK)
+    {
+        if (job->wrong++ < 5) trace("call %u: Begin_ got %#lx\n", i, begin);
+        return FALSE;
+    }
+    switch (when)
+    {
+    case 0: break;                                                  /* never cancelled */
+    case 1: cancel_hr = ICancelMethodCalls_Cancel(cancel, 0); break;  /* at once */
+    case 2: Sleep(rand() % 3); cancel_hr = ICancelMethodCalls_Cancel(cancel, 0); break;
+    case 3:                                                         /* around the reply */
+        { volatile unsigned int spin = rand() % 20000; while (spin--); }
+        cancel_hr = ICancelMethodCalls_Cancel(cancel, 0);
+        break;
+    case 4:                                                         /* after completion */
+        ISynchronize_Wait(sync, 0, 10000);
+        cancel_hr = ICancelMethodCalls_Cancel(cancel, 0);
+        break;
+    }
+    hr = slow ? AsyncICcAsyncTest_Finish_Slow(call, &seen) : AsyncICcAsyncTest_Finish_Add(call, &sum);
+    if (hr == RPC_E_CALL_CANCELED)
+    {
+        job->cancelled++;
+        if (cancel_hr != S_OK) job->wrong++;
+        return cancel_hr == S_OK;
+    }
+    /* A cancel that reported S_OK must have cancelled it. */
+    if (cancel_hr == S_OK) job->wrong++;
+    if (when == 4 && cancel_hr != RPC_E_CALL_COMPLETE) job->wrong++;
+    if (slow ? (hr != S_OK && hr != E_ABORT) : (hr != S_OK || sum != (int)i + 1000))
+    {
+        if (job->wrong++ < 5) trace("call %u (%s, cancel %d: %#lx): Finish_ got %#lx, %d\n", i, slow ? "slow" : "add",
+                                    when, cancel_hr, hr, sum);
+        return FALSE;
+    }
+    job->completed++;
+    /* A second Finish_ finds nothing: the call ended exactly once. */
+    if ((slow ? AsyncICcAsyncTest_Finish_Slow(call, &seen) : AsyncICcAsyncTest_Finish_Add(call, &sum)) !=
+        RPC_E_CALL_COMPLETE)
+    {
+        job->wrong++;
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static DWORD WINAPI client_thread(void *arg)
+{
+    struct job *job = arg;
+    AsyncICcAsyncTest *calls[3] = { NULL };
+    ICancelMethodCalls *cancels[3];
+    ISynchronize *syncs[3];
+    ICcAsyncTest *proxy = NULL;
+    unsigned int i, k;
+    DWORD cookie;
+
+    CoInitializeEx(NULL, job->client_model);
+    cookie = register_ps();
+    CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    for (k = 0; proxy && k < 3; k++)
+    {
+        if (!(calls[k] = create_call(proxy))) break;
+        AsyncICcAsyncTest_QueryInterface(calls[k], &IID_ICancelMethodCalls, (void **)&cancels[k]);
+        AsyncICcAsyncTest_QueryInterface(calls[k], &IID_ISynchronize, (void **)&syncs[k]);
+    }
+    if (k == 3)
+    {
+        for (i = 0; i < job->count; i++)
+        {
+            if (job->soak)
+            {
+                /* Begin_, Cancel, Finish_: the cycle a long-running program repeats. */
+                int sum;
+
+                if (i == 200)
+                {
+                    job->resident_before = resident();
+                    job->handles_before = handles();
+                }
+                if (AsyncICcAsyncTest_Begin_Add(calls[0], i, 1000) != S_OK) job->wrong++;
+                ICancelMethodCalls_Cancel(cancels[0], 0);
+                if (AsyncICcAsyncTest_Finish_Add(calls[0], &sum) == S_OK) job->completed++;
+                else job->cancelled++;
+                continue;
+            }
+            k = rand() % 3;
+            one_call(job, calls[k], cancels[k], syncs[k], i);
+        }
+        /* Late replies of cancelled calls land before the figures are taken. */
+        Sleep(100);
+        job->resident_after = resident();
+        job->handles_after = handles();
+    }
+    else job->lost = job->count;
+    for (k = 0; k < 3; k++)
+    {
+        if (!calls[k]) continue;
+        ICancelMethodCalls_Release(cancels[k]);
+        ISynchronize_Release(syncs[k]);
+        AsyncICcAsyncTest_Release(calls[k]);
+    }
+    if (proxy) ICcAsyncTest_Release(proxy);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void run(DWORD client_model, DWORD host_model, unsigned int count, BOOL soak, struct job *job)
+{
+    struct host host = { host_model };
+    HANDLE thread;
+
+    memset(job, 0, sizeof(*job));
+    host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
+    ok(!WaitForSingleObject(host.ready, 10000), "host did not start\n");
+    job->client_model = client_model;
+    job->stream = host.stream;
+    job->count = count;
+    job->soak = soak;
+    thread = CreateThread(NULL, 0, client_thread, job, 0, NULL);
+    /* The watchdog: a deadlock fails here instead of hanging the run. */
+    ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
+    CloseHandle(thread);
+    SetEvent(host.quit);
+    ok(!WaitForSingleObject(host.thread, 10000), "host did not stop\n");
+    CloseHandle(host.thread);
+    CloseHandle(host.ready);
+    CloseHandle(host.quit);
+}
+
+static unsigned int count_arg(unsigned int fallback)
+{
+    char **argv;
+    int argc = winetest_get_mainargs(&argv);
+
+    return argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : fallback;
+}
+
+static const char *name(DWORD model)
+{
+    return model == COINIT_MULTITHREADED ? "MTA" : "STA";
+}
+
+START_TEST(asyncstress)
+{
+    static const DWORD models[][2] =
+    {
+        { COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED },
+        { COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
+        { COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
+    };
+    unsigned int count = count_arg(300), i;
+    struct job job;
+
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    srand(GetTickCount());
+    init_ps();
+    for (i = 0; i < ARRAY_SIZE(models); i++)
+    {
+        winetest_push_context("%s client, %s server", name(models[i][0]), name(models[i][1]));
+        run(models[i][0], models[i][1], count, FALSE, &job);
+        ok(!job.lost, "no call object\n");
+        ok(job.completed + job.cancelled == count, "%u completed + %u cancelled of %u calls\n",
+           job.completed, job.cancelled, count);
+        ok(!job.wrong, "%u calls broke an invariant\n", job.wrong);
+        trace("%u calls: %u completed, %u cancelled\n", count, job.completed, job.cancelled);
+        winetest_pop_context();
+    }
+}
+
+START_TEST(asyncsoak)
+{
+    unsigned int count = count_arg(2000);
+    struct job job;
+
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    init_ps();
+    run(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED, count, TRUE, &job);
+    ok(!job.wrong && job.completed + job.cancelled == count, "%u completed, %u cancelled, %u wrong of %u\n",
+       job.completed, job.cancelled, job.wrong, count);
+    /* Figures for the report; bounded loosely so a leak per cycle shows. */
+    trace("soak: %u cycles, resident memory %+ld KiB, handles %+ld (after the first 200)\n", count,
+          (long)((LONG_PTR)(job.resident_after - job.resident_before) / 1024),
+          (long)job.handles_after - (long)job.handles_before);
+    ok(job.handles_after <= job.handles_before + 16, "handles grew from %lu to %lu\n", job.handles_before,
+       job.handles_after);
+}

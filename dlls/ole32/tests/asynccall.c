@@ -6,6 +6,25 @@
  *
  * The interfaces are in asynccall_ps.idl; this program carries their
  * proxy/stub code and registers it in every apartment it uses.
+ *
+ * Bad input and misuse, and what each returns (the spec these tests hold):
+ *
+ *   QueryInterface(IID_ICallFactory), no async interface    E_NOINTERFACE
+ *   CreateCall(..., ppv = NULL)                              E_INVALIDARG (Windows may say E_POINTER)
+ *   CreateCall(synchronous or unrelated IID)                 E_NOINTERFACE, *ppv = NULL
+ *   CreateCall(outer, riid2 != IID_IUnknown)                 a failure, *ppv = NULL
+ *   Finish_ with no call begun, or a second time             RPC_E_CALL_COMPLETE
+ *   Begin_ while a call is pending, or cancelled and not
+ *     yet finished                                           RPC_S_CALLPENDING
+ *   Finish_ of another method than the one begun            E_INVALIDARG (the call stays pending)
+ *   Finish_ with a NULL [out] pointer                        HRESULT_FROM_WIN32(RPC_X_NULL_REF_POINTER)
+ *                                                            (the call stays pending)
+ *   Cancel with no call, or after Finish_ / completion       RPC_E_CALL_COMPLETE
+ *   TestCancel: pending / cancelled                          RPC_S_CALLPENDING / RPC_E_CALL_CANCELED
+ *   Finish_ after Cancel                                     RPC_E_CALL_CANCELED, [out] values zeroed
+ *   Release without Finish_ (pending, complete, cancelled,
+ *     on another thread)                                     no leak, no crash; the proxy keeps working
+ *   CoCreateInstance(CLSID_StdEvent, outer)                  CLASS_E_NOAGGREGATION (syncobjects.c)
  */
 
 #define COBJMACROS
@@ -470,6 +489,16 @@ static void test_basic_call(ICcAsyncTest *proxy)
     ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
     hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
     ok(hr == S_OK && sum == -2, "Finish_Add got %#lx, %d\n", hr, sum);
+
+    /* Misuse leaves the call pending: Finish_ of another method, a NULL [out] pointer. */
+    hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
+    ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Fail(call, &sum);
+    ok(hr == E_INVALIDARG, "Finish_ of another method got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, NULL);
+    ok(hr == HRESULT_FROM_WIN32(RPC_X_NULL_REF_POINTER), "Finish_ with a NULL [out] pointer got %#lx\n", hr);
+    hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+    ok(hr == S_OK && sum == 3, "Finish_Add got %#lx, %d\n", hr, sum);
 
     /* The server's failure comes back through Finish_. */
     sum = 0;

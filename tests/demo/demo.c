@@ -199,9 +199,10 @@ static DWORD WINAPI watchdog(void *arg)
     WaitForSingleObject(client_ready, 10000);
     Sleep(300);
     QueryPerformanceCounter(&at);
+    /* Stored before the cancel: the client reads it as soon as it is released. */
+    *(LARGE_INTEGER *)arg = at;
     hr = CoCancelCall(client_tid, 0);
     printf("  watchdog: CoCancelCall(client, 0) = %#lx at %.1f ms\n", hr, ms_since(started));
-    *(LARGE_INTEGER *)arg = at;
     return 0;
 }
 

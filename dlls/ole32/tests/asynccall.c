@@ -912,6 +912,62 @@ static void test_dcom_async_client_call(ICcAsyncTest *proxy)
 #endif
 }
 
+/* A thread that uninitializes COM and exits with a call outstanding. */
+static DWORD WINAPI uninit_thread(void *arg)
+{
+    IStream *stream = arg;
+    AsyncICcAsyncTest *call;
+    ICcAsyncTest *proxy;
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    cookie = register_ps();
+    hr = CoGetInterfaceAndReleaseStream(stream, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    if (SUCCEEDED(hr) && SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 300);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        ICcAsyncTest_Release(proxy);
+        CoRevokeClassObject(cookie);
+        CoUninitialize();
+        /* The call object outlives the apartment; its release must not crash. */
+        AsyncICcAsyncTest_Release(call);
+        return 0;
+    }
+    if (SUCCEEDED(hr)) ICcAsyncTest_Release(proxy);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void test_uninitialize_outstanding(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    IStream *stream;
+    HANDLE thread;
+    int sum = 0;
+    HRESULT hr;
+
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)proxy, &stream);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    if (FAILED(hr)) return;
+    thread = CreateThread(NULL, 0, uninit_thread, stream, 0, NULL);
+    ok(!WaitForSingleObject(thread, 10000), "the thread did not exit\n");
+    CloseHandle(thread);
+    Sleep(500);
+    /* This thread's calls are not disturbed. */
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 5, 6);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+        ok(hr == S_OK && sum == 11, "Finish_Add got %#lx, %d\n", hr, sum);
+        AsyncICcAsyncTest_Release(call);
+    }
+}
+
 /* Many calls outstanding from one thread at once. */
 static void test_outstanding(ICcAsyncTest *proxy, unsigned int count)
 {
@@ -1093,6 +1149,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_aggregation(proxy);
         test_container_of_calls(proxy);
         test_dcom_async_client_call(proxy);
+        test_uninitialize_outstanding(proxy);
         test_outstanding(proxy, 1000);
     }
     if (proxy) ICcAsyncTest_Release(proxy);

@@ -238,9 +238,16 @@ static HRESULT WINAPI test_Swap(ICcAsyncTest *iface, BSTR *s, cc_point *p)
     return S_OK;
 }
 
+#define FAIL_DIE 0x8badf00d   /* Fail(FAIL_DIE): the server process dies in the middle of the call */
+
 static HRESULT WINAPI test_Fail(ICcAsyncTest *iface, HRESULT hr, int *out)
 {
     *out = 7;
+    if (hr == (HRESULT)FAIL_DIE)
+    {
+        Sleep(200);
+        TerminateProcess(GetCurrentProcess(), 3);
+    }
     return hr;
 }
 
@@ -1225,7 +1232,7 @@ static const IClassFactoryVtbl server_factory_vtbl =
 
 static IClassFactory server_factory = { &server_factory_vtbl };
 
-static void run_local_server(void)
+static void run_local_server(const CLSID *clsid)
 {
     HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_quit");
     DWORD cookie, ps_cookie;
@@ -1239,7 +1246,7 @@ static void run_local_server(void)
         SetEvent(capable);
     }
     ps_cookie = register_ps();
-    hr = CoRegisterClassObject(&CLSID_AsyncServer, (IUnknown *)&server_factory, CLSCTX_LOCAL_SERVER,
+    hr = CoRegisterClassObject(clsid, (IUnknown *)&server_factory, CLSCTX_LOCAL_SERVER,
                                REGCLS_MULTIPLEUSE, &cookie);
     ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
     WaitForSingleObject(quit, 60000);
@@ -1249,7 +1256,7 @@ static void run_local_server(void)
     CloseHandle(quit);
 }
 
-static BOOL register_local_server(void)
+static BOOL register_local_server(const CLSID *clsid, const WCHAR *args)
 {
     WCHAR key[128], exe[MAX_PATH], command[MAX_PATH + 32];
     HKEY hkey;
@@ -1259,7 +1266,8 @@ static BOOL register_local_server(void)
     wcscpy(command, L"\"");
     wcscat(command, exe);
     wcscat(command, L"\" asynccall");
-    StringFromGUID2(&CLSID_AsyncServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    wcscat(command, args);
+    StringFromGUID2(clsid, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
     wcscat(key, L"\\LocalServer32");
     ret = RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL);
     if (ret) return FALSE;
@@ -1268,12 +1276,81 @@ static BOOL register_local_server(void)
     return !ret;
 }
 
-static void unregister_local_server(void)
+static void unregister_local_server(const CLSID *clsid)
 {
     WCHAR key[128];
 
-    StringFromGUID2(&CLSID_AsyncServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    StringFromGUID2(clsid, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
     RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
+}
+
+/* The server process dies while a call is in flight: Finish_ reports an RPC
+ * error within a few seconds and later calls fail cleanly. */
+static void test_server_dies(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call;
+    DWORD start;
+    int out = 0;
+    HRESULT hr;
+
+    if (FAILED(create_call(proxy, &call))) return;
+    hr = AsyncICcAsyncTest_Begin_Fail(call, (HRESULT)FAIL_DIE);
+    ok(hr == S_OK, "Begin_Fail got %#lx\n", hr);
+    start = GetTickCount();
+    hr = AsyncICcAsyncTest_Finish_Fail(call, &out);
+    ok(FAILED(hr) && hr != (HRESULT)FAIL_DIE, "Finish_ after the server died got %#lx\n", hr);
+    ok(GetTickCount() - start < 10000, "released after %lu ms\n", GetTickCount() - start);
+    start = GetTickCount();
+    hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
+    if (SUCCEEDED(hr)) hr = AsyncICcAsyncTest_Finish_Add(call, &out);
+    ok(FAILED(hr), "a call to the dead server got %#lx\n", hr);
+    ok(GetTickCount() - start < 10000, "the failure took %lu ms\n", GetTickCount() - start);
+    AsyncICcAsyncTest_Release(call);
+}
+
+/* A server of its own (a new class each run: Wine keeps a dead server's
+ * registration), killed in the middle of a call. */
+static DWORD WINAPI dying_client_thread(void *arg)
+{
+    const CLSID *clsid = arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD cookie;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    cookie = register_ps();
+    hr = CoCreateInstance(clsid, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "CoCreateInstance of the doomed server got %#lx\n", hr);
+    if (proxy)
+    {
+        test_server_dies(proxy);
+        ICcAsyncTest_Release(proxy);
+    }
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void test_dying_server(void)
+{
+    WCHAR args[64];
+    HANDLE thread;
+    CLSID clsid;
+
+    CoCreateGuid(&clsid);
+    wcscpy(args, L" dying ");
+    StringFromGUID2(&clsid, args + wcslen(args), 40);
+    if (!register_local_server(&clsid, args))
+    {
+        skip("cannot register the local server\n");
+        return;
+    }
+    winetest_push_context("local server killed mid-call");
+    thread = CreateThread(NULL, 0, dying_client_thread, &clsid, 0, NULL);
+    ok(!WaitForSingleObject(thread, 60000), "client did not finish\n");
+    CloseHandle(thread);
+    winetest_pop_context();
+    unregister_local_server(&clsid);
 }
 
 static DWORD WINAPI remote_client_thread(void *arg)
@@ -1329,7 +1406,16 @@ START_TEST(asynccall)
     if (!init_ps()) return;
     if (argc > 2 && !_stricmp(argv[2], "-Embedding"))
     {
-        run_local_server();
+        run_local_server(&CLSID_AsyncServer);
+        return;
+    }
+    if (argc > 4 && !_stricmp(argv[2], "dying"))
+    {
+        WCHAR text[64];
+        CLSID clsid;
+
+        MultiByteToWideChar(CP_ACP, 0, argv[3], -1, text, ARRAY_SIZE(text));
+        if (SUCCEEDED(CLSIDFromString(text, &clsid))) run_local_server(&clsid);
         return;
     }
 
@@ -1337,15 +1423,16 @@ START_TEST(asynccall)
     test_topology(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
 
-    if (register_local_server())
+    if (register_local_server(&CLSID_AsyncServer, L""))
     {
         HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_async_quit");
 
         test_cross_process(COINIT_MULTITHREADED);
         test_cross_process(COINIT_APARTMENTTHREADED);
+        test_dying_server();
         SetEvent(quit);
         CloseHandle(quit);
-        unregister_local_server();
+        unregister_local_server(&CLSID_AsyncServer);
     }
     else skip("cannot register the local server\n");
 

@@ -21,6 +21,7 @@ cd "$WINEPREFIX/drive_c/stress"
 out=$(mktemp)
 timeout 3600 "$WINE" stress.exe asyncstress "$CALLS" 2>&1 | tr -d '\r' | tee "$out"
 timeout 3600 "$WINE" stress.exe asyncsoak "$CYCLES" 2>&1 | tr -d '\r' | tee -a "$out"
+timeout 3600 "$WINE" stress.exe syncstress "$CALLS" 2>&1 | tr -d '\r' | tee -a "$out"
 sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
 "$WINESERVER" -k >/dev/null 2>&1
 sed -n 's/^[0-9a-f]*:[a-z]*: \([0-9]*\) tests executed ([0-9]* marked as todo, [0-9]* as flaky, \([0-9]*\) failures).*/\1 \2/p' "$out" |

@@ -149,6 +149,7 @@ run_winetest "prefix-wide: cocancel_test.exe" cocancel_test.exe
 # The short stress and soak pass ("make check-stress" runs the long one).
 run_winetest "prefix-wide: stress.exe asyncstress" stress.exe asyncstress 300
 run_winetest "prefix-wide: stress.exe asyncsoak" stress.exe asyncsoak 2000
+run_winetest "prefix-wide: stress.exe syncstress" stress.exe syncstress 300
 check "uninstall (prefix-wide)" setup uninstall
 snapshot "$logs/after-wide"
 check "uninstall restores registry and files exactly (prefix-wide)" same_snapshot "$logs/before" "$logs/after-wide"

@@ -8,12 +8,16 @@
  *                                completion, or never
  *   stress.exe asyncsoak [N]     N Begin_/Cancel/Finish_ cycles (default
  *                                2,000); prints memory and handle figures
+ *   stress.exe syncstress [N]    N synchronous calls per topology (default
+ *                                300), a watchdog thread cancelling each with
+ *                                CoCancelCall after a random delay, or not
  *
  * Invariants checked for every call: Finish_ ends it exactly once, with its
  * own result (each call adds a distinct number) or RPC_E_CALL_CANCELED, and
- * only a cancel that reported S_OK may produce RPC_E_CALL_CANCELED; no
- * deadlock (each client runs under a watchdog).  "make check-stress" runs
- * 10,000 calls per topology and 100,000 soak cycles.
+ * only a cancel that reported S_OK may produce RPC_E_CALL_CANCELED, and
+ * such a cancel always does; no deadlock (each client runs under a
+ * watchdog).  "make check-stress" runs 10,000 calls per topology and
+ * 100,000 soak cycles.
  */
 
 #define COBJMACROS
@@ -295,6 +299,93 @@ static void run(DWORD client_model, DWORD host_model, unsigned int count, BOOL s
     CloseHandle(host.quit);
 }
 
+/* ---------------------------------------------------------------------
+ * Synchronous calls cancelled by a watchdog thread with CoCancelCall.
+ */
+
+struct sync_job
+{
+    DWORD client_model;
+    IStream *stream;
+    unsigned int count;
+    DWORD tid;
+    HANDLE go, cancelled;       /* client -> watchdog: call i starts; watchdog -> client: cancel done */
+    LONG delay;                 /* microseconds of spinning before the cancel, -1: none */
+    HRESULT cancel_hr;
+    BOOL stop;
+    unsigned int completed, cancelled_calls, wrong;
+};
+
+static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
+
+static DWORD WINAPI sync_watchdog(void *arg)
+{
+    struct sync_job *job = arg;
+
+    for (;;)
+    {
+        WaitForSingleObject(job->go, INFINITE);
+        if (job->stop) return 0;
+        if (job->delay >= 0)
+        {
+            volatile LONG spin = job->delay * 50;
+
+            while (spin-- > 0);
+            job->cancel_hr = pCoCancelCall(job->tid, 0);
+        }
+        else job->cancel_hr = E_NOINTERFACE;
+        SetEvent(job->cancelled);
+    }
+}
+
+static DWORD WINAPI sync_client(void *arg)
+{
+    struct sync_job *job = arg;
+    ICcAsyncTest *proxy = NULL;
+    HANDLE watchdog;
+    unsigned int i;
+    DWORD cookie, seen;
+    HRESULT hr;
+    int sum;
+
+    CoInitializeEx(NULL, job->client_model);
+    cookie = register_ps();
+    CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    job->tid = GetCurrentThreadId();
+    watchdog = CreateThread(NULL, 0, sync_watchdog, job, 0, NULL);
+    CoEnableCallCancellation(NULL);
+    for (i = 0; proxy && i < job->count; i++)
+    {
+        BOOL slow = rand() % 4 == 0;
+
+        job->delay = rand() % 4 ? rand() % 2000 : -1;
+        SetEvent(job->go);
+        sum = -1;
+        hr = slow ? ICcAsyncTest_Slow(proxy, 1 + rand() % 10, &seen) : ICcAsyncTest_Add(proxy, i, 1000, &sum);
+        WaitForSingleObject(job->cancelled, INFINITE);
+        if (hr == RPC_E_CALL_CANCELED)
+        {
+            job->cancelled_calls++;
+            if (job->cancel_hr != S_OK && job->wrong++ < 5) trace("call %u cancelled, CoCancelCall said %#lx\n", i, job->cancel_hr);
+        }
+        else if (slow ? (hr == S_OK || hr == E_ABORT) : (hr == S_OK && sum == (int)i + 1000))
+        {
+            job->completed++;
+            if (job->cancel_hr == S_OK && job->wrong++ < 5) trace("call %u completed after a cancel said S_OK\n", i);
+        }
+        else if (job->wrong++ < 5) trace("call %u: %#lx, %d (cancel %#lx)\n", i, hr, sum, job->cancel_hr);
+    }
+    CoDisableCallCancellation(NULL);
+    job->stop = TRUE;
+    SetEvent(job->go);
+    WaitForSingleObject(watchdog, 10000);
+    CloseHandle(watchdog);
+    if (proxy) ICcAsyncTest_Release(proxy);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
 static unsigned int count_arg(unsigned int fallback)
 {
     char **argv;
@@ -354,4 +445,56 @@ START_TEST(asyncsoak)
     /* Loose: a leak of a hundred bytes a cycle would show over a long run. */
     ok(job.resident_after < job.resident_before + 4 * 1024 * 1024 || count < 10000,
        "resident memory grew by %Iu KiB\n", (job.resident_after - job.resident_before) / 1024);
+}
+
+START_TEST(syncstress)
+{
+    static const DWORD models[][2] =
+    {
+        { COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED },
+        { COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
+        { COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
+    };
+    unsigned int count = count_arg(300), i;
+
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
+    if (!pCoCancelCall)
+    {
+        win_skip("CoCancelCall is not available\n");
+        return;
+    }
+    srand(GetTickCount());
+    init_ps();
+    for (i = 0; i < ARRAY_SIZE(models); i++)
+    {
+        struct host host = { models[i][1] };
+        struct sync_job job = { models[i][0] };
+        HANDLE thread;
+
+        winetest_push_context("%s client, %s server", name(models[i][0]), name(models[i][1]));
+        host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+        host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+        host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
+        ok(!WaitForSingleObject(host.ready, 10000), "host did not start\n");
+        job.stream = host.stream;
+        job.count = count;
+        job.go = CreateEventW(NULL, FALSE, FALSE, NULL);
+        job.cancelled = CreateEventW(NULL, FALSE, FALSE, NULL);
+        thread = CreateThread(NULL, 0, sync_client, &job, 0, NULL);
+        ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
+        CloseHandle(thread);
+        SetEvent(host.quit);
+        ok(!WaitForSingleObject(host.thread, 10000), "host did not stop\n");
+        CloseHandle(host.thread);
+        ok(job.completed + job.cancelled_calls == count, "%u completed + %u cancelled of %u calls\n",
+           job.completed, job.cancelled_calls, count);
+        ok(!job.wrong, "%u calls broke an invariant\n", job.wrong);
+        trace("%u calls: %u completed, %u cancelled\n", count, job.completed, job.cancelled_calls);
+        CloseHandle(job.go);
+        CloseHandle(job.cancelled);
+        CloseHandle(host.ready);
+        CloseHandle(host.quit);
+        winetest_pop_context();
+    }
 }

@@ -434,14 +434,6 @@ static const IRpcProxyBufferVtbl record_vtbl =
 
 static HRESULT WINAPI hook_manager_QueryInterface(IUnknown *iface, REFIID riid, void **ppv);
 
-static BOOL in_module_image(HMODULE module, const void *ptr)
-{
-    HMODULE owner;
-
-    return GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
-                              ptr, &owner) && owner == module;
-}
-
 /*
  * The proxy manager is Wine's: its IUnknown vtable and methods are in
  * combase, and it behaves as a COM identity.  Its QueryInterface slot is
@@ -455,8 +447,8 @@ static void patch_manager(IUnknown *manager)
     unsigned int i;
 
     if (InterlockedCompareExchangePointer((void **)&manager_vtbl, NULL, NULL)) return;
-    if (!combase || !in_module_image(combase, vtbl)) goto refuse;
-    for (i = 0; i < 3; i++) if (!in_module_image(combase, vtbl[i])) goto refuse;
+    if (!combase || !in_module(combase, vtbl, 3 * sizeof(void *))) goto refuse;
+    for (i = 0; i < 3; i++) if (!in_module(combase, vtbl[i], 1)) goto refuse;
     if (FAILED(((HRESULT (WINAPI *)(IUnknown *, REFIID, void **))vtbl[0])(manager, &IID_IUnknown, (void **)&unk)) ||
         unk != manager)
     {
@@ -916,7 +908,7 @@ BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *stat
     }
     fc->sent = TRUE;
     InterlockedExchange(&fc->phase, PHASE_SENDING);
-    *hr = channel_send_receive_watched(chan, msg, status, call_id);
+    *hr = channel_send_receive(chan, msg, status);
     if (!fc->parked)
     {
         /* The reply was there before Wine waited: Begin_ returns all the
@@ -1840,8 +1832,8 @@ static void hook_factory(void)
         (void *)ps != (void *)&factory)
         goto refuse;
     vtbl = (void **)factory.lpVtbl;
-    if (!in_module_image(rpcrt4, vtbl)) goto refuse;
-    for (i = 0; i < 5; i++) if (!in_module_image(rpcrt4, vtbl[i])) goto refuse;
+    if (!in_module(rpcrt4, vtbl, 5 * sizeof(void *))) goto refuse;
+    for (i = 0; i < 5; i++) if (!in_module(rpcrt4, vtbl[i], 1)) goto refuse;
     real_CreateProxy = vtbl[3];
     if (!write_pointer(&vtbl[3], (void *)hook_CreateProxy))
     {
@@ -1858,24 +1850,10 @@ refuse:
 
 static void hook_waits(HMODULE combase)
 {
-    HMODULE kernel32 = GetModuleHandleW(L"kernel32.dll"), user32 = GetModuleHandleW(L"user32.dll");
-    void *target;
-    void **slot;
-
-    target = kernel32 ? (void *)GetProcAddress(kernel32, "WaitForMultipleObjectsEx") : NULL;
-    if (target && (slot = find_import_slot(combase, "kernel32.dll", "WaitForMultipleObjectsEx")) && *slot == target)
-    {
-        real_WaitForMultipleObjectsEx = target;
-        if (!write_pointer(slot, (void *)hook_WaitForMultipleObjectsEx)) real_WaitForMultipleObjectsEx = NULL;
-    }
-    target = user32 ? (void *)GetProcAddress(user32, "MsgWaitForMultipleObjectsEx") : NULL;
-    if (target && (slot = find_import_slot(combase, "user32.dll", "MsgWaitForMultipleObjectsEx")) &&
-        *slot == target)
-    {
-        real_MsgWaitForMultipleObjectsEx = target;
-        if (!write_pointer(slot, (void *)hook_MsgWaitForMultipleObjectsEx)) real_MsgWaitForMultipleObjectsEx = NULL;
-    }
-    if (!real_WaitForMultipleObjectsEx || !real_MsgWaitForMultipleObjectsEx)
+    if (!redirect_import(combase, "kernel32.dll", "WaitForMultipleObjectsEx", (void *)hook_WaitForMultipleObjectsEx,
+                         (void **)&real_WaitForMultipleObjectsEx) ||
+        !redirect_import(combase, "user32.dll", "MsgWaitForMultipleObjectsEx",
+                         (void *)hook_MsgWaitForMultipleObjectsEx, (void **)&real_MsgWaitForMultipleObjectsEx))
     {
         WARN("combase's wait imports not found as expected; Begin_ waits for the reply\n");
         InterlockedIncrement(&async_refused);

@@ -26,7 +26,6 @@
  */
 
 #include "cocancel_private.h"
-#include <psapi.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -607,35 +606,22 @@ void channel_abort_call(ULONGLONG call_id)
     }
 }
 
-/* Redirects combase's import of rpcrt4!I_RpcSendReceive, after checking the slot. */
+/* Redirects combase's imports of rpcrt4!I_RpcSendReceive and I_RpcGetBuffer, after checking the slots. */
 static void hook_transport(HMODULE combase)
 {
-    HMODULE rpcrt4 = GetModuleHandleW(L"rpcrt4.dll");
-    void *target = rpcrt4 ? (void *)GetProcAddress(rpcrt4, "I_RpcSendReceive") : NULL;
-    void **slot;
-
-    if (!target || !(slot = find_import_slot(combase, "rpcrt4.dll", "I_RpcSendReceive")) || *slot != target)
+    if (!redirect_import(combase, "rpcrt4.dll", "I_RpcSendReceive", (void *)hook_I_RpcSendReceive,
+                         (void **)&real_I_RpcSendReceive))
     {
         WARN("combase's import of I_RpcSendReceive not found as expected; STA callers are released by the server\n");
         InterlockedIncrement(&channel_refused);
         return;
     }
-    real_I_RpcSendReceive = target;
-    if (!write_pointer(slot, (void *)hook_I_RpcSendReceive))
-    {
-        real_I_RpcSendReceive = NULL;
-        return;
-    }
-
-    target = (void *)GetProcAddress(rpcrt4, "I_RpcGetBuffer");
-    if (!target || !(slot = find_import_slot(combase, "rpcrt4.dll", "I_RpcGetBuffer")) || *slot != target)
+    if (!redirect_import(combase, "rpcrt4.dll", "I_RpcGetBuffer", (void *)hook_I_RpcGetBuffer,
+                         (void **)&real_I_RpcGetBuffer))
     {
         WARN("combase's import of I_RpcGetBuffer not found as expected; MTA callers always use a helper thread\n");
         InterlockedIncrement(&channel_refused);
-        return;
     }
-    real_I_RpcGetBuffer = target;
-    if (!write_pointer(slot, (void *)hook_I_RpcGetBuffer)) real_I_RpcGetBuffer = NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -801,16 +787,10 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     return hr;
 }
 
-/* Wine's SendReceive for a call that a cancel aborts in the transport, if it gets there. */
-HRESULT channel_send_receive_watched(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id)
+/* Wine's own SendReceive, for the requests of asynchronous calls. */
+HRESULT channel_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status)
 {
-    struct transport_call transport;
-    HRESULT hr;
-
-    transport_watch(&transport, msg, call_id);
-    hr = real_SendReceive(chan, msg, status);
-    transport_unwatch(&transport);
-    return hr;
+    return real_SendReceive(chan, msg, status);
 }
 
 static HRESULT WINAPI hook_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
@@ -1115,16 +1095,6 @@ static ULONG WINAPI probe_object_Release(IUnknown *iface)
 
 static const IUnknownVtbl probe_object_vtbl = { probe_object_QueryInterface, probe_object_AddRef, probe_object_Release };
 static IUnknown probe_object = { &probe_object_vtbl };
-
-/* Does ptr lie in the image of module? */
-static BOOL in_module(HMODULE module, const void *ptr, SIZE_T size)
-{
-    MODULEINFO info;
-
-    if (!K32GetModuleInformation(GetCurrentProcess(), module, &info, sizeof(info))) return FALSE;
-    return (const BYTE *)ptr >= (const BYTE *)info.lpBaseOfDll &&
-           (const BYTE *)ptr + size <= (const BYTE *)info.lpBaseOfDll + info.SizeOfImage;
-}
 
 static LONG channel_patched;
 

@@ -40,8 +40,7 @@ void channel_abort_call(ULONGLONG call_id);
 void channel_get_status(struct cocancel_status *status);
 BOOL channel_wait_ready(DWORD timeout);
 
-HRESULT channel_send_receive_watched(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                     ULONGLONG call_id);
+HRESULT channel_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status);
 
 /* async.c */
 void async_init(void);
@@ -63,6 +62,8 @@ extern const unsigned int api_export_count;
 void patch_install(HMODULE engine);
 void **find_import_slot(HMODULE module, const char *dll, const char *name);
 BOOL write_pointer(void **slot, void *value);
+BOOL redirect_import(HMODULE module, const char *dll, const char *name, void *hook, void **real);
+BOOL in_module(HMODULE module, const void *ptr, SIZE_T size);
 BOOL patch_wine_stub(HMODULE module, const char *name, void *function);
 void patch_get_status(struct cocancel_status *status);
 

@@ -489,6 +489,33 @@ BOOL write_pointer(void **slot, void *value)
     return write_memory(slot, &value, sizeof(value), FALSE);
 }
 
+/*
+ * Points module's import of dll!name at hook, if the slot holds exactly what
+ * dll exports under that name; *real receives the original.  Anything else
+ * is left alone.
+ */
+BOOL redirect_import(HMODULE module, const char *dll, const char *name, void *hook, void **real)
+{
+    HMODULE exporter = GetModuleHandleA(dll);
+    void *target = exporter ? (void *)GetProcAddress(exporter, name) : NULL;
+    void **slot;
+
+    if (!target || !(slot = find_import_slot(module, dll, name)) || *slot != target) return FALSE;
+    *real = target;
+    if (write_pointer(slot, hook)) return TRUE;
+    *real = NULL;
+    return FALSE;
+}
+
+/* Does [ptr, ptr + size) lie in the image of module? */
+BOOL in_module(HMODULE module, const void *ptr, SIZE_T size)
+{
+    IMAGE_NT_HEADERS *nt = image_headers(module);
+    const BYTE *base = (const BYTE *)module;
+
+    return nt && (const BYTE *)ptr >= base && (const BYTE *)ptr + size <= base + nt->OptionalHeader.SizeOfImage;
+}
+
 static const struct api_export *find_api(const char *name)
 {
     unsigned int i;

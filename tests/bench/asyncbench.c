@@ -39,20 +39,6 @@ static double now_us(void)
 #include "async_ps.h"
 
 /* The server object: Add, and Slow, which stops as soon as it sees the cancel. */
-static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
-{
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
-    {
-        *ppv = iface;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
-static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
-
 static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
 {
     *sum = a + b;
@@ -79,20 +65,6 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
     SetEvent(slow_done);
     return hr;
 }
-
-static HRESULT WINAPI obj_NotImpl(void)
-{
-    return E_NOTIMPL;
-}
-
-static const ICcAsyncTestVtbl obj_vtbl =
-{
-    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-};
-
-static ICcAsyncTest obj = { &obj_vtbl };
 
 static HRESULT WINAPI cf_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
 {
@@ -133,41 +105,6 @@ static const struct topology topologies[] =
     { "MTA->local server",  COINIT_MULTITHREADED,     0 },
     { "STA->local server",  COINIT_APARTMENTTHREADED, 0 },
 };
-
-struct host
-{
-    DWORD model;
-    IStream *stream;
-    HANDLE ready, quit, thread;
-};
-
-static DWORD WINAPI host_thread(void *arg)
-{
-    struct host *host = arg;
-    DWORD cookie;
-    MSG msg;
-
-    CoInitializeEx(NULL, host->model);
-    cookie = register_ps();
-    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
-    SetEvent(host->ready);
-    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
-        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
-    CoRevokeClassObject(cookie);
-    CoUninitialize();
-    return 0;
-}
-
-static AsyncICcAsyncTest *create_call(ICcAsyncTest *proxy)
-{
-    AsyncICcAsyncTest *call = NULL;
-    ICallFactory *factory;
-
-    if (FAILED(ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory))) return NULL;
-    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
-    ICallFactory_Release(factory);
-    return call;
-}
 
 static int compare_double(const void *a, const void *b)
 {
@@ -348,27 +285,19 @@ static DWORD WINAPI client_thread(void *arg)
 
 static void run(const struct topology *topology, const char *mode, unsigned int count)
 {
-    struct host host = { topology->host_model };
     struct job job = { topology, mode, count };
+    struct host host;
     HANDLE thread;
 
     if (topology->host_model)
     {
-        host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
-        host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
-        host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
-        WaitForSingleObject(host.ready, 30000);
+        start_host(&host, topology->host_model);
         job.stream = host.stream;
     }
     thread = CreateThread(NULL, 0, client_thread, &job, 0, NULL);
     if (WaitForSingleObject(thread, 600000)) fprintf(stderr, "%s: %s did not finish\n", mode, topology->name);
     CloseHandle(thread);
-    if (topology->host_model)
-    {
-        SetEvent(host.quit);
-        WaitForSingleObject(host.thread, 10000);
-        CloseHandle(host.thread);
-    }
+    if (topology->host_model) stop_host(&host);
 }
 
 static void server_registration(BOOL add)

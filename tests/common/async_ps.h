@@ -1,7 +1,12 @@
 /*
- * Proxy/stub registration for the programs (benchmark, demo) that use the
- * conformance test's interfaces (dlls/ole32/tests/asynccall_ps.idl).  The
- * conformance test carries its own copy, as Wine's tests must stand alone.
+ * What the programs using the conformance test's interfaces
+ * (dlls/ole32/tests/asynccall_ps.idl) share - the benchmark, the demo and the
+ * stress test: proxy/stub registration, the server object, a thread hosting
+ * it, and call-object creation.  The conformance test carries its own copy,
+ * as Wine's tests must stand alone.
+ *
+ * A program defines obj_Add and obj_Slow, the two methods it serves; every
+ * other method answers E_NOTIMPL.
  *
  * Wine's NdrDllGetClassObject fills the zeroed slots of the async stub
  * vtable, which widl emits const, so a writable copy of the tables is
@@ -51,6 +56,98 @@ static DWORD register_ps(void)
     CoRegisterPSClsid(&IID_ICcAsyncTest, &CLSID_AsyncTestPS);
     CoRegisterPSClsid(&IID_AsyncICcAsyncTest, &CLSID_AsyncTestPS);
     return cookie;
+}
+
+static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum);
+static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen);
+
+static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
+static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
+
+static HRESULT WINAPI obj_NotImpl(void)
+{
+    return E_NOTIMPL;
+}
+
+static const ICcAsyncTestVtbl obj_vtbl =
+{
+    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+};
+
+static ICcAsyncTest obj = { &obj_vtbl };
+
+/* A thread of the given apartment type owning obj; its stream carries obj to one client. */
+struct host
+{
+    DWORD model;
+    IStream *stream;
+    HANDLE ready, quit, thread;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    DWORD cookie;
+    MSG msg;
+
+    CoInitializeEx(NULL, host->model);
+    cookie = register_ps();
+    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
+    SetEvent(host->ready);
+    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+/* Starts the host; FALSE if it did not come up within 10 seconds. */
+static BOOL start_host(struct host *host, DWORD model)
+{
+    memset(host, 0, sizeof(*host));
+    host->model = model;
+    host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
+    return !WaitForSingleObject(host->ready, 10000);
+}
+
+/* Stops the host; FALSE if it did not end within 10 seconds. */
+static BOOL stop_host(struct host *host)
+{
+    BOOL stopped;
+
+    SetEvent(host->quit);
+    stopped = !WaitForSingleObject(host->thread, 10000);
+    CloseHandle(host->thread);
+    CloseHandle(host->ready);
+    CloseHandle(host->quit);
+    return stopped;
+}
+
+/* A call object for the proxy's async interface, or NULL. */
+static AsyncICcAsyncTest *create_call(ICcAsyncTest *proxy)
+{
+    AsyncICcAsyncTest *call = NULL;
+    ICallFactory *factory;
+
+    if (FAILED(ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory))) return NULL;
+    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
+    ICallFactory_Release(factory);
+    return call;
 }
 
 #endif /* COCANCEL_ASYNC_PS_H */

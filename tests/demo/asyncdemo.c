@@ -32,20 +32,6 @@ static double ms(void)
     return (now.QuadPart - started.QuadPart) * 1000.0 / frequency.QuadPart;
 }
 
-static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
-{
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
-    {
-        *ppv = iface;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
-static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
-
 static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
 {
     *sum = a + b;
@@ -76,68 +62,21 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms_total, DWORD *seen)
     return hr;
 }
 
-static HRESULT WINAPI obj_NotImpl(void)
-{
-    return E_NOTIMPL;
-}
-
-static const ICcAsyncTestVtbl obj_vtbl =
-{
-    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-};
-
-static ICcAsyncTest obj = { &obj_vtbl };
-
-struct server
-{
-    IStream *stream;
-    HANDLE ready, quit;
-};
-
-/* The object lives in a single-threaded apartment of its own. */
-static DWORD WINAPI server_thread(void *arg)
-{
-    struct server *server = arg;
-    DWORD cookie;
-    MSG msg;
-
-    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
-    cookie = register_ps();
-    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &server->stream);
-    SetEvent(server->ready);
-    while (MsgWaitForMultipleObjects(1, &server->quit, FALSE, 30000, QS_ALLINPUT) == WAIT_OBJECT_0 + 1)
-        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
-    CoRevokeClassObject(cookie);
-    CoUninitialize();
-    return 0;
-}
-
+/* A call object, saying why if the proxy has no call factory. */
 static AsyncICcAsyncTest *new_call(ICcAsyncTest *proxy)
 {
-    AsyncICcAsyncTest *call = NULL;
-    ICallFactory *factory;
-    HRESULT hr;
+    AsyncICcAsyncTest *call = create_call(proxy);
 
-    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
-    if (FAILED(hr))
-    {
-        printf("  QueryInterface(ICallFactory) on the proxy = %#lx: no asynchronous calls here\n", hr);
-        return NULL;
-    }
-    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
-    ICallFactory_Release(factory);
+    if (!call) printf("  no call object from the proxy (no ICallFactory): no asynchronous calls here\n");
     return call;
 }
 
 int main(void)
 {
-    struct server server = { NULL };
+    struct host server;
     AsyncICcAsyncTest *call1, *call2;
     ICancelMethodCalls *cancel;
     ICcAsyncTest *proxy = NULL;
-    HANDLE thread;
     DWORD seen, cookie;
     unsigned int steps = 0;
     HRESULT hr;
@@ -150,18 +89,15 @@ int main(void)
     init_ps();
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
     cookie = register_ps();
-    server.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
-    server.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
-    thread = CreateThread(NULL, 0, server_thread, &server, 0, NULL);
-    WaitForSingleObject(server.ready, 10000);
+    /* The object lives in a single-threaded apartment of its own. */
+    start_host(&server, COINIT_APARTMENTTHREADED);
     CoGetInterfaceAndReleaseStream(server.stream, &IID_ICcAsyncTest, (void **)&proxy);
 
     printf("cocancel demo, part 3: asynchronous calls on a standard proxy (client MTA, server STA)\n");
     QueryPerformanceCounter(&started);
     if (!proxy || !(call1 = new_call(proxy)) || !(call2 = new_call(proxy)))
     {
-        SetEvent(server.quit);
-        WaitForSingleObject(thread, 10000);
+        stop_host(&server);
         return 1;
     }
 
@@ -198,8 +134,7 @@ int main(void)
     AsyncICcAsyncTest_Release(call1);
     AsyncICcAsyncTest_Release(call2);
     ICcAsyncTest_Release(proxy);
-    SetEvent(server.quit);
-    WaitForSingleObject(thread, 10000);
+    stop_host(&server);
     CoRevokeClassObject(cookie);
     CoUninitialize();
     return 0;

@@ -40,20 +40,6 @@
 
 static HRESULT (WINAPI *pCoTestCancel)(void);
 
-static HRESULT WINAPI obj_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
-{
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
-    {
-        *ppv = iface;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG WINAPI obj_AddRef(ICcAsyncTest *iface) { return 2; }
-static ULONG WINAPI obj_Release(ICcAsyncTest *iface) { return 1; }
-
 static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
 {
     /* A reply that races with the cancel: sometimes a short delay. */
@@ -77,55 +63,6 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
         Sleep(1);
     }
     return S_OK;
-}
-
-static HRESULT WINAPI obj_NotImpl(void)
-{
-    return E_NOTIMPL;
-}
-
-static const ICcAsyncTestVtbl obj_vtbl =
-{
-    obj_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
-};
-
-static ICcAsyncTest obj = { &obj_vtbl };
-
-struct host
-{
-    DWORD model;
-    IStream *stream;
-    HANDLE ready, quit, thread;
-};
-
-static DWORD WINAPI host_thread(void *arg)
-{
-    struct host *host = arg;
-    DWORD cookie;
-    MSG msg;
-
-    CoInitializeEx(NULL, host->model);
-    cookie = register_ps();
-    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
-    SetEvent(host->ready);
-    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
-        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
-    CoRevokeClassObject(cookie);
-    CoUninitialize();
-    return 0;
-}
-
-static AsyncICcAsyncTest *create_call(ICcAsyncTest *proxy)
-{
-    AsyncICcAsyncTest *call = NULL;
-    ICallFactory *factory;
-
-    if (FAILED(ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory))) return NULL;
-    ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, NULL, &IID_AsyncICcAsyncTest, (IUnknown **)&call);
-    ICallFactory_Release(factory);
-    return call;
 }
 
 struct job
@@ -276,14 +213,11 @@ static DWORD WINAPI client_thread(void *arg)
 
 static void run(DWORD client_model, DWORD host_model, unsigned int count, BOOL soak, struct job *job)
 {
-    struct host host = { host_model };
+    struct host host;
     HANDLE thread;
 
     memset(job, 0, sizeof(*job));
-    host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
-    host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
-    host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
-    ok(!WaitForSingleObject(host.ready, 10000), "host did not start\n");
+    ok(start_host(&host, host_model), "host did not start\n");
     job->client_model = client_model;
     job->stream = host.stream;
     job->count = count;
@@ -292,11 +226,7 @@ static void run(DWORD client_model, DWORD host_model, unsigned int count, BOOL s
     /* The watchdog: a deadlock fails here instead of hanging the run. */
     ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
     CloseHandle(thread);
-    SetEvent(host.quit);
-    ok(!WaitForSingleObject(host.thread, 10000), "host did not stop\n");
-    CloseHandle(host.thread);
-    CloseHandle(host.ready);
-    CloseHandle(host.quit);
+    ok(stop_host(&host), "host did not stop\n");
 }
 
 /* ---------------------------------------------------------------------
@@ -468,15 +398,12 @@ START_TEST(syncstress)
     init_ps();
     for (i = 0; i < ARRAY_SIZE(models); i++)
     {
-        struct host host = { models[i][1] };
         struct sync_job job = { models[i][0] };
+        struct host host;
         HANDLE thread;
 
         winetest_push_context("%s client, %s server", name(models[i][0]), name(models[i][1]));
-        host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
-        host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
-        host.thread = CreateThread(NULL, 0, host_thread, &host, 0, NULL);
-        ok(!WaitForSingleObject(host.ready, 10000), "host did not start\n");
+        ok(start_host(&host, models[i][1]), "host did not start\n");
         job.stream = host.stream;
         job.count = count;
         job.go = CreateEventW(NULL, FALSE, FALSE, NULL);
@@ -484,17 +411,13 @@ START_TEST(syncstress)
         thread = CreateThread(NULL, 0, sync_client, &job, 0, NULL);
         ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
         CloseHandle(thread);
-        SetEvent(host.quit);
-        ok(!WaitForSingleObject(host.thread, 10000), "host did not stop\n");
-        CloseHandle(host.thread);
+        ok(stop_host(&host), "host did not stop\n");
         ok(job.completed + job.cancelled_calls == count, "%u completed + %u cancelled of %u calls\n",
            job.completed, job.cancelled_calls, count);
         ok(!job.wrong, "%u calls broke an invariant\n", job.wrong);
         trace("%u calls: %u completed, %u cancelled\n", count, job.completed, job.cancelled_calls);
         CloseHandle(job.go);
         CloseHandle(job.cancelled);
-        CloseHandle(host.ready);
-        CloseHandle(host.quit);
         winetest_pop_context();
     }
 }

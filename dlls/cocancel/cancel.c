@@ -83,9 +83,11 @@ static ULONGLONG thread_creation_time(HANDLE thread)
 
 static void record_release(struct thread_record *record)
 {
+    IUnknown *unk;
+
     if (InterlockedDecrement(&record->refcount)) return;
     /* The last reference: nobody else can see the stack any more. */
-    while (record->stack.count) IUnknown_Release((IUnknown *)cc_stack_pop(&record->stack));
+    while ((unk = cc_stack_pop(&record->stack))) IUnknown_Release(unk);
     cc_stack_free(&record->stack);
     HeapFree(GetProcessHeap(), 0, record);
 }
@@ -187,6 +189,7 @@ void cancel_thread_detach(void)
     struct thread_record *record;
 
     if (record_tls == TLS_OUT_OF_INDEXES || !(record = TlsGetValue(record_tls))) return;
+    TRACE("thread %04lx ends with %u cancel objects registered\n", record->node.tid, (unsigned int)record->stack.count);
     TlsSetValue(record_tls, NULL);
     record_unlink(record);
     record_release(record);

@@ -606,9 +606,41 @@ void channel_abort_call(ULONGLONG call_id)
     }
 }
 
-/* Redirects combase's imports of rpcrt4!I_RpcSendReceive and I_RpcGetBuffer, after checking the slots. */
+/* ---------------------------------------------------------------------
+ * The server side of an abandoned call.  Once a caller has been released by
+ * a cancel it may release its proxy while the server method still runs; the
+ * stub manager then loses its last reference when Wine's dispatch of that
+ * very call ends, and Wine unregisters the interface from rpcrt4 there,
+ * asking to wait for the interface's calls to complete - the one being
+ * dispatched included.  The thread would wait for itself forever, holding
+ * combase's lock on registered interfaces (no object could be marshaled in
+ * the process again).  A thread that is dispatching a call does not wait:
+ * rpcrt4 then drops the interface at once and frees its own record of it
+ * when the calls in flight have ended.
+ */
+static RPC_STATUS (WINAPI *real_RpcServerUnregisterIf)(RPC_IF_HANDLE, UUID *, UINT);
+
+static RPC_STATUS WINAPI hook_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type, UINT wait)
+{
+    if (wait && I_RpcGetCurrentCallHandle())
+    {
+        TRACE("interface %p unregistered while this thread dispatches a call: not waiting for calls\n", spec);
+        wait = FALSE;
+    }
+    return real_RpcServerUnregisterIf(spec, type, wait);
+}
+
+/* Redirects combase's imports of rpcrt4!RpcServerUnregisterIf, I_RpcSendReceive and I_RpcGetBuffer,
+ * after checking the slots. */
 static void hook_transport(HMODULE combase)
 {
+    if (!redirect_import(combase, "rpcrt4.dll", "RpcServerUnregisterIf", (void *)hook_RpcServerUnregisterIf,
+                         (void **)&real_RpcServerUnregisterIf))
+    {
+        WARN("combase's import of RpcServerUnregisterIf not found as expected; releasing a proxy before "
+             "its cancelled call ends may hang the server\n");
+        InterlockedIncrement(&channel_refused);
+    }
     if (!redirect_import(combase, "rpcrt4.dll", "I_RpcSendReceive", (void *)hook_I_RpcSendReceive,
                          (void **)&real_I_RpcSendReceive))
     {

@@ -392,9 +392,107 @@ static void test_cross_thread(void)
     hr = pCoCancelCall(tid, 0);
     ok(hr == E_NOINTERFACE, "got %#lx\n", hr);
     ok(!worker.cancel.cancel_calls, "Cancel called %ld times\n", worker.cancel.cancel_calls);
+    /* The thread's end released the object it left registered. */
+    ok(worker.cancel.refcount == 1, "got refcount %ld\n", worker.cancel.refcount);
 
     CloseHandle(worker.registered);
     CloseHandle(worker.finish);
+}
+
+struct uninit_worker
+{
+    struct test_cancel outer, inner;
+    HANDLE uninitialized, pop, popped;
+    BOOL exit_registered;   /* exit with both objects still registered */
+    HRESULT init_hr, set_hr[2], pop_hr[2];
+};
+
+static DWORD WINAPI uninit_worker_thread(void *arg)
+{
+    struct uninit_worker *worker = arg;
+
+    worker->init_hr = CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    worker->set_hr[0] = pCoSetCancelObject((IUnknown *)&worker->outer.ICancelMethodCalls_iface);
+    worker->set_hr[1] = pCoSetCancelObject((IUnknown *)&worker->inner.ICancelMethodCalls_iface);
+    CoUninitialize();
+    SetEvent(worker->uninitialized);
+    if (worker->exit_registered) return 0;
+    WaitForSingleObject(worker->pop, 10000);
+    worker->pop_hr[0] = pCoSetCancelObject(NULL);
+    worker->pop_hr[1] = pCoSetCancelObject(NULL);
+    SetEvent(worker->popped);
+    WaitForSingleObject(worker->pop, 10000);
+    return 0;
+}
+
+/*
+ * CoUninitialize on a thread with cancel objects registered: the stack
+ * belongs to the thread, not to its apartment, so the objects stay
+ * registered until popped or until the thread ends, and are released then.
+ */
+static void test_uninitialize_with_objects(void)
+{
+    struct uninit_worker worker;
+    ICancelMethodCalls *cancel;
+    HANDLE thread;
+    DWORD tid;
+    HRESULT hr;
+    int pass;
+
+    for (pass = 0; pass < 2; pass++)
+    {
+        memset(&worker, 0, sizeof(worker));
+        init_test_cancel(&worker.outer, S_OK);
+        init_test_cancel(&worker.inner, S_OK);
+        worker.uninitialized = CreateEventW(NULL, TRUE, FALSE, NULL);
+        worker.pop = CreateEventW(NULL, FALSE, FALSE, NULL);
+        worker.popped = CreateEventW(NULL, TRUE, FALSE, NULL);
+        worker.exit_registered = pass;
+        thread = CreateThread(NULL, 0, uninit_worker_thread, &worker, 0, &tid);
+        ok(!WaitForSingleObject(worker.uninitialized, 5000), "worker did not start\n");
+        ok(worker.init_hr == S_OK, "CoInitializeEx got %#lx\n", worker.init_hr);
+        ok(worker.set_hr[0] == S_OK && worker.set_hr[1] == S_OK, "CoSetCancelObject got %#lx, %#lx\n",
+           worker.set_hr[0], worker.set_hr[1]);
+
+        if (pass)
+        {
+            /* The thread ended with both registered: both are let go. */
+            ok(!WaitForSingleObject(thread, 5000), "worker did not exit\n");
+            hr = pCoGetCancelObject(tid, &IID_ICancelMethodCalls, (void **)&cancel);
+            ok(hr == E_NOINTERFACE, "CoGetCancelObject after the thread ended got %#lx\n", hr);
+            ok(worker.outer.refcount == 1 && worker.inner.refcount == 1, "refcounts %ld, %ld\n",
+               worker.outer.refcount, worker.inner.refcount);
+            ok(!worker.outer.cancel_calls && !worker.inner.cancel_calls, "an object was cancelled\n");
+        }
+        else
+        {
+            hr = pCoGetCancelObject(tid, &IID_ICancelMethodCalls, (void **)&cancel);
+            ok(hr == S_OK || broken(hr == E_NOINTERFACE), "CoGetCancelObject after CoUninitialize got %#lx\n", hr);
+            if (hr == S_OK)
+            {
+                ok(cancel == &worker.inner.ICancelMethodCalls_iface, "got %p, not the innermost\n", cancel);
+                ICancelMethodCalls_Release(cancel);
+                hr = pCoCancelCall(tid, 0);
+                ok(hr == S_OK, "CoCancelCall got %#lx\n", hr);
+                ok(worker.inner.cancel_calls == 1 && !worker.outer.cancel_calls, "Cancel calls %ld, %ld\n",
+                   worker.inner.cancel_calls, worker.outer.cancel_calls);
+            }
+            SetEvent(worker.pop);
+            ok(!WaitForSingleObject(worker.popped, 5000), "worker did not pop\n");
+            ok(worker.pop_hr[0] == S_OK && worker.pop_hr[1] == S_OK, "popping got %#lx, %#lx\n",
+               worker.pop_hr[0], worker.pop_hr[1]);
+            ok(worker.outer.refcount == 1 && worker.inner.refcount == 1, "refcounts %ld, %ld\n",
+               worker.outer.refcount, worker.inner.refcount);
+            hr = pCoCancelCall(tid, 0);
+            ok(hr == E_NOINTERFACE, "CoCancelCall with nothing registered got %#lx\n", hr);
+            SetEvent(worker.pop);
+            ok(!WaitForSingleObject(thread, 5000), "worker did not exit\n");
+        }
+        CloseHandle(thread);
+        CloseHandle(worker.uninitialized);
+        CloseHandle(worker.pop);
+        CloseHandle(worker.popped);
+    }
 }
 
 static void test_test_cancel(void)
@@ -442,5 +540,6 @@ START_TEST(cancel)
     test_set_cancel_object();
     test_cancel_call_result();
     test_cross_thread();
+    test_uninitialize_with_objects();
     test_test_cancel();
 }

@@ -49,6 +49,9 @@ static struct
 
 static IDispatch dispatch;
 
+/* Set in a local server started to die: IID_IStorage kills it mid-call. */
+static BOOL doomed_server;
+
 static HRESULT WINAPI factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
 {
     if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
@@ -107,6 +110,13 @@ static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *out
     ICancelMethodCalls *cancel;
 
     *ppv = NULL;
+    /* The server process dies while the client waits for the reply. */
+    if (doomed_server && IsEqualIID(riid, &IID_IStorage))
+    {
+        SetEvent(server.in_call);
+        Sleep(200);
+        TerminateProcess(GetCurrentProcess(), 3);
+    }
     /* Asked from another process: what did the last slow call see at its end? */
     if (IsEqualIID(riid, &IID_IPersistStream)) return server.test_cancel_last;
     if (IsEqualIID(riid, &IID_IPersist))
@@ -354,7 +364,8 @@ struct client
     IClassFactory *proxy;
     HANDLE go, finished, thread;
     DWORD tid;
-    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
+    BOOL exit_after_call;       /* the thread ends as soon as its call returns */
+    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
     DWORD elapsed;
@@ -413,12 +424,15 @@ static DWORD WINAPI client_thread(void *arg)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IUnknown, &unk);
         else if (client->what == CALL_QUERY)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersistStream, &unk);
+        else if (client->what == CALL_DIE)
+            client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IStorage, &unk);
         else if (client->what == CALL_DISP_SLOW || client->what == CALL_DISP_ECHO)
             client->hr = dispatch_call(client);
         else
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
         client->elapsed = GetTickCount() - start;
         SetEvent(client->finished);
+        if (client->exit_after_call) break;
     }
     if (client->enable) CoDisableCallCancellation(NULL);
     if (client->filter) CoRegisterMessageFilter(NULL, NULL);
@@ -708,14 +722,14 @@ static void open_server_events(void)
 }
 
 /* The local server: runs until the client lets it go (or 60 s pass). */
-static void run_local_server(void)
+static void run_local_server(const CLSID *clsid)
 {
     HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_quit");
     DWORD cookie;
     HRESULT hr;
 
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
-    hr = CoRegisterClassObject(&CLSID_CancelServer, (IUnknown *)&factory, CLSCTX_LOCAL_SERVER,
+    hr = CoRegisterClassObject(clsid, (IUnknown *)&factory, CLSCTX_LOCAL_SERVER,
                                REGCLS_MULTIPLEUSE, &cookie);
     ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
     WaitForSingleObject(quit, 60000);
@@ -724,7 +738,7 @@ static void run_local_server(void)
     CloseHandle(quit);
 }
 
-static BOOL register_local_server(void)
+static BOOL register_local_server(const CLSID *clsid, const WCHAR *args)
 {
     WCHAR key[128], exe[MAX_PATH], command[MAX_PATH + 32];
     HKEY hkey;
@@ -734,7 +748,8 @@ static BOOL register_local_server(void)
     wcscpy(command, L"\"");
     wcscat(command, exe);
     wcscat(command, L"\" cancelcall");
-    StringFromGUID2(&CLSID_CancelServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    wcscat(command, args);
+    StringFromGUID2(clsid, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
     wcscat(key, L"\\LocalServer32");
     ret = RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL);
     if (ret) return FALSE;
@@ -743,23 +758,23 @@ static BOOL register_local_server(void)
     return !ret;
 }
 
-static void unregister_local_server(void)
+static void unregister_local_server(const CLSID *clsid)
 {
     WCHAR key[128];
 
-    StringFromGUID2(&CLSID_CancelServer, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
+    StringFromGUID2(clsid, key + wcslen(wcscpy(key, L"CLSID\\")), 64);
     RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
 }
 
 /* A host whose object lives in a local server process started by COM. */
-static BOOL start_remote_host(struct host *host, DWORD client_model)
+static BOOL start_remote_host(struct host *host, const CLSID *clsid)
 {
     IClassFactory *proxy;
     HRESULT hr;
 
     memset(host, 0, sizeof(*host));
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
-    hr = CoGetClassObject(&CLSID_CancelServer, CLSCTX_LOCAL_SERVER, NULL, &IID_IClassFactory, (void **)&proxy);
+    hr = CoGetClassObject(clsid, CLSCTX_LOCAL_SERVER, NULL, &IID_IClassFactory, (void **)&proxy);
     ok(hr == S_OK, "CoGetClassObject got %#lx\n", hr);
     if (FAILED(hr))
     {
@@ -782,7 +797,7 @@ static void test_cross_process(DWORD client_model, BOOL server_cooperates)
 
     winetest_push_context("%s client, local server%s", model_name(client_model),
                           server_cooperates ? "" : " ignoring the cancel");
-    if (!start_remote_host(&host, client_model))
+    if (!start_remote_host(&host, &CLSID_CancelServer))
     {
         winetest_pop_context();
         return;
@@ -908,6 +923,174 @@ static void test_call_context_outside(void)
     CoUninitialize();
 }
 
+/*
+ * The local server process dies in the middle of a synchronous call: the
+ * caller gets an RPC error within a few seconds (never the method's own
+ * result), and later calls on the proxy fail cleanly instead of hanging.
+ * Each run starts a server of its own class (Wine keeps a dead server's
+ * registration).
+ */
+static void test_server_dies(DWORD client_model, BOOL enable)
+{
+    struct client client;
+    struct host host;
+    WCHAR args[64];
+    CLSID clsid;
+
+    winetest_push_context("%s client%s, local server killed mid-call", model_name(client_model),
+                          enable ? " with cancellation enabled" : "");
+    CoCreateGuid(&clsid);
+    wcscpy(args, L" dying ");
+    StringFromGUID2(&clsid, args + wcslen(args), 40);
+    if (!register_local_server(&clsid, args))
+    {
+        skip("cannot register the local server\n");
+        winetest_pop_context();
+        return;
+    }
+    if (start_remote_host(&host, &clsid))
+    {
+        start_client(&client, &host, client_model, enable);
+        reset_server(FALSE);
+        client_call(&client, CALL_DIE);
+        ok(WaitForSingleObject(server.in_call, 10000) == WAIT_OBJECT_0, "the call did not reach the server\n");
+        ok(client_wait(&client, 10000), "the caller was not released within 10 s of the server's death\n");
+        ok(FAILED(client.hr) && client.hr != SLOW_RESULT, "got %#lx\n", client.hr);
+        trace("the call ended with %#lx after %lu ms\n", client.hr, client.elapsed);
+
+        /* The cancel API has nothing to act on any more. */
+        ok(pCoCancelCall(client.tid, 0) == E_NOINTERFACE, "CoCancelCall after the call succeeded\n");
+
+        client_call(&client, CALL_QUICK);
+        ok(client_wait(&client, 10000), "a call to the dead server hung\n");
+        ok(FAILED(client.hr), "a call to the dead server got %#lx\n", client.hr);
+        ok(client.elapsed < 10000, "the failure took %lu ms\n", client.elapsed);
+        stop_client(&client);
+        CoUninitialize();
+    }
+    unregister_local_server(&clsid);
+    winetest_pop_context();
+}
+
+struct hammer
+{
+    DWORD tid;
+    HANDLE stop;
+    LONG calls, unexpected;
+    HRESULT last_unexpected;
+};
+
+/* Cancels and looks up the calls of thread tid until told to stop. */
+static DWORD WINAPI hammer_thread(void *arg)
+{
+    struct hammer *hammer = arg;
+    ICancelMethodCalls *cancel;
+    HRESULT hr;
+
+    while (WaitForSingleObject(hammer->stop, 0) == WAIT_TIMEOUT)
+    {
+        hr = pCoCancelCall(hammer->tid, 0);
+        /* CO_E_CANCEL_DISABLED: the proxy's release as the thread ends,
+         * made after it disabled cancellation. */
+        if (hr != S_OK && hr != E_NOINTERFACE && hr != RPC_E_CALL_COMPLETE && hr != CO_E_CANCEL_DISABLED)
+        {
+            hammer->last_unexpected = hr;
+            InterlockedIncrement(&hammer->unexpected);
+        }
+        if (pCoGetCancelObject(hammer->tid, &IID_ICancelMethodCalls, (void **)&cancel) == S_OK)
+        {
+            hr = ICancelMethodCalls_TestCancel(cancel);
+            if (hr != RPC_S_CALLPENDING && hr != RPC_E_CALL_CANCELED && hr != RPC_E_CALL_COMPLETE)
+            {
+                hammer->last_unexpected = hr;
+                InterlockedIncrement(&hammer->unexpected);
+            }
+            ICancelMethodCalls_Release(cancel);
+        }
+        InterlockedIncrement(&hammer->calls);
+    }
+    return 0;
+}
+
+/*
+ * A thread is released by a cancel and exits at once, uninitializing COM,
+ * while another thread keeps cancelling and looking up its calls, and a third
+ * holds the call's cancel object: nothing crashes or hangs, every answer is
+ * one the API documents, and the thread's id stops finding anything.
+ */
+static void test_thread_exit_during_cancel(void)
+{
+    ICancelMethodCalls *cancel;
+    struct hammer hammer;
+    struct client client;
+    struct host host;
+    HANDLE thread;
+    unsigned int i, released = 0, exited = 0;
+    HRESULT hr;
+
+    for (i = 0; i < 20; i++)
+    {
+        /* The exiting thread releases its proxy, a call the object's
+         * apartment must serve: an STA host only can once its server
+         * method has stopped (on the cancel), an MTA host at any time. */
+        BOOL sta_host = i % 2;
+
+        start_host(&host, sta_host ? COINIT_APARTMENTTHREADED : COINIT_MULTITHREADED);
+        start_client(&client, &host, sta_host ? COINIT_MULTITHREADED : COINIT_APARTMENTTHREADED, TRUE);
+        client.exit_after_call = TRUE;
+        reset_server(sta_host);
+        if (!begin_slow_call(&client))
+        {
+            ok(0, "the call did not reach the server\n");
+            SetEvent(server.release);
+            stop_client(&client);
+            stop_host(&host);
+            break;
+        }
+        cancel = NULL;
+        hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel);
+        ok(hr == S_OK, "CoGetCancelObject got %#lx\n", hr);
+
+        memset(&hammer, 0, sizeof(hammer));
+        hammer.tid = client.tid;
+        hammer.stop = CreateEventW(NULL, TRUE, FALSE, NULL);
+        thread = CreateThread(NULL, 0, hammer_thread, &hammer, 0, NULL);
+        /* Let the hammer start before the call goes. */
+        while (!hammer.calls && WaitForSingleObject(thread, 1) == WAIT_TIMEOUT) {}
+
+        if (client_wait(&client, 5000) && client.hr == RPC_E_CALL_CANCELED) released++;
+        if (!WaitForSingleObject(client.thread, 5000)) exited++;
+        /* The id of the exited thread finds nothing. */
+        hr = pCoCancelCall(client.tid, 0);
+        ok(hr == E_NOINTERFACE, "CoCancelCall on the exited thread got %#lx\n", hr);
+        SetEvent(hammer.stop);
+        ok(!WaitForSingleObject(thread, 5000), "the cancelling thread hung\n");
+        ok(!hammer.unexpected, "%ld unexpected answers, the last %#lx\n", hammer.unexpected, hammer.last_unexpected);
+        CloseHandle(thread);
+        CloseHandle(hammer.stop);
+
+        /* The object of the finished call outlives its thread. */
+        if (cancel)
+        {
+            hr = ICancelMethodCalls_TestCancel(cancel);
+            ok(hr == RPC_E_CALL_CANCELED, "TestCancel after the thread exited got %#lx\n", hr);
+            hr = ICancelMethodCalls_Cancel(cancel, 0);
+            /* Cancelled stays cancelled: asking again changes nothing. */
+            ok(hr == S_OK || hr == RPC_E_CALL_COMPLETE, "Cancel after the thread exited got %#lx\n", hr);
+            ICancelMethodCalls_Release(cancel);
+        }
+
+        SetEvent(server.release);
+        ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+        CloseHandle(client.thread);
+        CloseHandle(client.go);
+        CloseHandle(client.finished);
+        stop_host(&host);
+    }
+    ok(released == 20, "%u of 20 calls were released by the cancel\n", released);
+    ok(exited == 20, "%u of 20 threads exited\n", exited);
+}
+
 START_TEST(cancelcall)
 {
     HMODULE ole32 = GetModuleHandleA("ole32.dll");
@@ -926,7 +1109,17 @@ START_TEST(cancelcall)
     if (argc > 2 && !_stricmp(argv[2], "-Embedding"))
     {
         server.poll_cancel = TRUE;
-        run_local_server();
+        run_local_server(&CLSID_CancelServer);
+        return;
+    }
+    if (argc > 4 && !_stricmp(argv[2], "dying"))
+    {
+        WCHAR text[64];
+        CLSID clsid;
+
+        doomed_server = TRUE;
+        MultiByteToWideChar(CP_ACP, 0, argv[3], -1, text, ARRAY_SIZE(text));
+        if (SUCCEEDED(CLSIDFromString(text, &clsid))) run_local_server(&clsid);
         return;
     }
 
@@ -946,7 +1139,9 @@ START_TEST(cancelcall)
     test_message_filter_cancel(COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_APARTMENTTHREADED);
 
-    if (register_local_server())
+    test_thread_exit_during_cancel();
+
+    if (register_local_server(&CLSID_CancelServer, L""))
     {
         HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_test_quit");
 
@@ -954,9 +1149,12 @@ START_TEST(cancelcall)
         test_cross_process(COINIT_APARTMENTTHREADED, TRUE);
         test_cross_process(COINIT_MULTITHREADED, FALSE);
         test_cross_process(COINIT_APARTMENTTHREADED, FALSE);
+        test_server_dies(COINIT_MULTITHREADED, TRUE);
+        test_server_dies(COINIT_APARTMENTTHREADED, TRUE);
+        test_server_dies(COINIT_MULTITHREADED, FALSE);
         SetEvent(quit);
         CloseHandle(quit);
-        unregister_local_server();
+        unregister_local_server(&CLSID_CancelServer);
     }
     else skip("cannot register the local server\n");
 

@@ -194,28 +194,344 @@ static void test_wait_released_by_cancel(void)
     ICancelMethodCalls_Release(cancel);
 }
 
-static void test_bad_input(void)
+/*
+ * Bad input to every entry point cocancel.dll exports and every method of
+ * the objects it hands out directly, and the documented answer: this table
+ * is the spec.  (Call objects, ICallFactory and misuse of Begin_/Finish_
+ * have theirs in dlls/ole32/tests/asynccall.c; the synchronization objects'
+ * normal use is in syncobjects.c.)
+ */
+enum bad_case
 {
-    struct { ICancelMethodCalls iface; } fake = { { NULL } };
-    void *obj = (void *)0xdeadbeef;
+    GET_NULL_IID, GET_NULL_PPV, GET_UNKNOWN_TID, GET_EXITED_TID, GET_NONE_HERE, GET_WRONG_IID,
+    CANCEL_UNKNOWN_TID, CANCEL_EXITED_TID, CANCEL_NONE_HERE, SET_NOT_CANCEL_OBJECT, SET_POP_EMPTY,
+    TEST_OUTSIDE_CALL, CREATE_NULL, COMPLETE_NULL, COMPLETE_FOREIGN, COMPLETE_TWICE, WAIT_NULL,
+    WAIT_FOREIGN, STATUS_NULL, STATUS_SIZE, WAIT_CHANNEL, OBJ_QI_NULL, OBJ_QI_WRONG, OBJ_CANCEL_COMPLETE,
+    OBJ_CANCEL_DISABLED, OBJ_CANCEL_TWICE, OBJ_TEST_COMPLETE, CLASS_UNKNOWN, CLASS_NULL_PPV,
+    CLASS_WRONG_IID, FACTORY_AGGREGATE, FACTORY_NULL_PPV, FACTORY_WRONG_IID, EVENT_QI_NULL,
+    EVENT_GETHANDLE_NULL, EVENT_SETHANDLE_NULL, CONTAINER_ADD_NULL, CONTAINER_ADD_NO_HANDLE,
+    CONTAINER_WAIT_NULL, CONTAINER_WAIT_EMPTY, CAN_UNLOAD,
+};
+
+static const struct
+{
+    enum bad_case id;
+    const char *what;
+    HRESULT expect;
+}
+bad_cases[] =
+{
+    { GET_NULL_IID,            "CoGetCancelObject(0, NULL, &p)",                           E_INVALIDARG },
+    { GET_NULL_PPV,            "CoGetCancelObject(0, &IID_ICancelMethodCalls, NULL)",      E_INVALIDARG },
+    { GET_UNKNOWN_TID,         "CoGetCancelObject(no such thread)",                        E_NOINTERFACE },
+    { GET_EXITED_TID,          "CoGetCancelObject(a thread that has exited)",              E_NOINTERFACE },
+    { GET_NONE_HERE,           "CoGetCancelObject(0) with nothing registered",             E_NOINTERFACE },
+    { GET_WRONG_IID,           "CoGetCancelObject(0, IID_IMarshal), object registered",    E_NOINTERFACE },
+    { CANCEL_UNKNOWN_TID,      "CoCancelCall(no such thread)",                             E_NOINTERFACE },
+    { CANCEL_EXITED_TID,       "CoCancelCall(a thread that has exited)",                   E_NOINTERFACE },
+    { CANCEL_NONE_HERE,        "CoCancelCall(0) with nothing registered",                  E_NOINTERFACE },
+    { SET_NOT_CANCEL_OBJECT,   "CoSetCancelObject(object without ICancelMethodCalls)",     E_NOINTERFACE },
+    { SET_POP_EMPTY,           "CoSetCancelObject(NULL) with nothing registered",          S_OK },
+    { TEST_OUTSIDE_CALL,       "CoTestCancel() outside a method call",                     RPC_E_CALL_COMPLETE },
+    { CREATE_NULL,             "CocancelCreateCancelObject(TRUE, NULL)",                   E_INVALIDARG },
+    { COMPLETE_NULL,           "CocancelCompleteCall(NULL)",                               E_INVALIDARG },
+    { COMPLETE_FOREIGN,        "CocancelCompleteCall(someone else's cancel object)",       E_INVALIDARG },
+    { COMPLETE_TWICE,          "CocancelCompleteCall() a second time",                     RPC_E_CALL_COMPLETE },
+    { WAIT_NULL,               "CocancelWaitCall(NULL, 0)",                                E_INVALIDARG },
+    { WAIT_FOREIGN,            "CocancelWaitCall(someone else's cancel object, 0)",        E_INVALIDARG },
+    { STATUS_NULL,             "CocancelGetStatus(NULL)",                                  E_INVALIDARG },
+    { STATUS_SIZE,             "CocancelGetStatus(size field wrong)",                      E_INVALIDARG },
+    { WAIT_CHANNEL,            "CocancelWaitChannel(0) in a program that made no call",    S_OK },
+    { OBJ_QI_NULL,             "cancel object: QueryInterface(IID_IUnknown, NULL)",        E_POINTER },
+    { OBJ_QI_WRONG,            "cancel object: QueryInterface(IID_IMarshal)",              E_NOINTERFACE },
+    { OBJ_CANCEL_COMPLETE,     "cancel object: Cancel(0) after completion",                RPC_E_CALL_COMPLETE },
+    { OBJ_CANCEL_DISABLED,     "cancel object: Cancel(0) when not cancellable",            CO_E_CANCEL_DISABLED },
+    { OBJ_CANCEL_TWICE,        "cancel object: Cancel(0) when already cancelled",          S_OK },
+    { OBJ_TEST_COMPLETE,       "cancel object: TestCancel() after completion",            RPC_S_CALLPENDING },
+    { CLASS_UNKNOWN,           "DllGetClassObject(unknown class)",                         CLASS_E_CLASSNOTAVAILABLE },
+    { CLASS_NULL_PPV,          "DllGetClassObject(CLSID_StdEvent, IID_IClassFactory, NULL)", E_POINTER },
+    { CLASS_WRONG_IID,         "DllGetClassObject(CLSID_StdEvent, IID_IMarshal)",          E_NOINTERFACE },
+    { FACTORY_AGGREGATE,       "IClassFactory::CreateInstance(outer, IID_IUnknown)",       CLASS_E_NOAGGREGATION },
+    { FACTORY_NULL_PPV,        "IClassFactory::CreateInstance(NULL, IID_ISynchronize, NULL)", E_POINTER },
+    { FACTORY_WRONG_IID,       "IClassFactory::CreateInstance(NULL, IID_IMarshal)",        E_NOINTERFACE },
+    { EVENT_QI_NULL,           "StdEvent: QueryInterface(IID_ISynchronize, NULL)",         E_POINTER },
+    { EVENT_GETHANDLE_NULL,    "StdEvent: ISynchronizeHandle::GetHandle(NULL)",            E_INVALIDARG },
+    { EVENT_SETHANDLE_NULL,    "StdEvent: ISynchronizeEvent::SetEventHandle(NULL)",        E_INVALIDARG },
+    { CONTAINER_ADD_NULL,      "SynchronizeContainer: AddSynchronize(NULL)",               E_POINTER },
+    { CONTAINER_ADD_NO_HANDLE, "SynchronizeContainer: AddSynchronize(object without handle)", E_NOINTERFACE },
+    { CONTAINER_WAIT_NULL,     "SynchronizeContainer: WaitMultiple(0, 0, NULL)",           E_POINTER },
+    { CONTAINER_WAIT_EMPTY,    "SynchronizeContainer: WaitMultiple on an empty container", RPC_E_NO_SYNC },
+    /* The engine patches the process: it never asks to be unloaded. */
+    { CAN_UNLOAD,              "DllCanUnloadNow()",                                        S_FALSE },
+};
+
+static const CLSID CLSID_StdEvent_ = {0x0000032b, 0, 0, {0xc0, 0, 0, 0, 0, 0, 0, 0x46}};
+static const CLSID CLSID_SynchronizeContainer_ = {0x0000032d, 0, 0, {0xc0, 0, 0, 0, 0, 0, 0, 0x46}};
+
+static HRESULT (WINAPI *pDllGetClassObject)(REFCLSID, REFIID, void **);
+static HRESULT (WINAPI *pDllCanUnloadNow)(void);
+
+/* Someone else's cancel object: same interface, not cocancel's. */
+static HRESULT WINAPI foreign_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICancelMethodCalls))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG WINAPI foreign_AddRef(ICancelMethodCalls *iface) { return 2; }
+static ULONG WINAPI foreign_Release(ICancelMethodCalls *iface) { return 1; }
+static HRESULT WINAPI foreign_Cancel(ICancelMethodCalls *iface, ULONG seconds) { return S_OK; }
+static HRESULT WINAPI foreign_TestCancel(ICancelMethodCalls *iface) { return RPC_S_CALLPENDING; }
+static const ICancelMethodCallsVtbl foreign_vtbl =
+{
+    foreign_QueryInterface, foreign_AddRef, foreign_Release, foreign_Cancel, foreign_TestCancel,
+};
+static ICancelMethodCalls foreign = { &foreign_vtbl };
+
+/* An object that is neither a cancel object nor has a handle to wait on. */
+static HRESULT WINAPI plain_QueryInterface(ISynchronize *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ISynchronize))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG WINAPI plain_AddRef(ISynchronize *iface) { return 2; }
+static ULONG WINAPI plain_Release(ISynchronize *iface) { return 1; }
+static HRESULT WINAPI plain_Wait(ISynchronize *iface, DWORD flags, DWORD timeout) { return S_OK; }
+static HRESULT WINAPI plain_Signal(ISynchronize *iface) { return S_OK; }
+static HRESULT WINAPI plain_Reset(ISynchronize *iface) { return S_OK; }
+static const ISynchronizeVtbl plain_vtbl =
+{
+    plain_QueryInterface, plain_AddRef, plain_Release, plain_Wait, plain_Signal, plain_Reset,
+};
+static ISynchronize plain = { &plain_vtbl };
+
+static DWORD WINAPI short_thread(void *arg)
+{
+    return 0;
+}
+
+/* The id of a thread that has come and gone. */
+static DWORD exited_thread_id(void)
+{
+    HANDLE thread;
+    DWORD tid = 0;
+
+    if ((thread = CreateThread(NULL, 0, short_thread, NULL, 0, &tid)))
+    {
+        WaitForSingleObject(thread, 5000);
+        CloseHandle(thread);
+    }
+    return tid;
+}
+
+static HRESULT create_sync_object(const CLSID *clsid, REFIID riid, void **ppv)
+{
+    IClassFactory *factory;
     HRESULT hr;
 
-    hr = CoGetCancelObject(0, NULL, &obj);
-    ok(hr == E_INVALIDARG, "got %#lx\n", hr);
-    ok(!obj, "got %p\n", obj);
-    hr = CoGetCancelObject(0xfffffffc, &IID_ICancelMethodCalls, &obj);
-    ok(hr == E_NOINTERFACE, "got %#lx\n", hr);
-    hr = CoCancelCall(0xfffffffc, 0);
-    ok(hr == E_NOINTERFACE, "got %#lx\n", hr);
-    hr = CocancelCompleteCall(NULL);
-    ok(hr == E_INVALIDARG, "got %#lx\n", hr);
-    hr = CocancelWaitCall(NULL, 0);
-    ok(hr == E_INVALIDARG, "got %#lx\n", hr);
-    /* Not one of cocancel's objects: recognised by its vtable and refused. */
-    hr = CocancelCompleteCall(&fake.iface);
-    ok(hr == E_INVALIDARG, "got %#lx\n", hr);
-    hr = CocancelWaitCall(&fake.iface, 0);
-    ok(hr == E_INVALIDARG, "got %#lx\n", hr);
+    *ppv = NULL;
+    if (FAILED(hr = pDllGetClassObject(clsid, &IID_IClassFactory, (void **)&factory))) return hr;
+    hr = IClassFactory_CreateInstance(factory, NULL, riid, ppv);
+    IClassFactory_Release(factory);
+    return hr;
+}
+
+/* Runs one case; *clean is cleared when an out-parameter was left non-NULL on failure. */
+static HRESULT run_bad_case(enum bad_case id, BOOL *clean)
+{
+    struct cocancel_status status;
+    ICancelMethodCalls *cancel = NULL;
+    IClassFactory *factory;
+    ISynchronizeContainer *container;
+    ISynchronizeHandle *handle_iface;
+    ISynchronizeEvent *event_iface;
+    ISynchronize *sync;
+    void *out = (void *)0xdeadbeef;
+    HRESULT hr = E_FAIL;
+
+    *clean = TRUE;
+    switch (id)
+    {
+    case GET_NULL_IID:
+        hr = CoGetCancelObject(0, NULL, &out);
+        *clean = !out;
+        return hr;
+    case GET_NULL_PPV:
+        return CoGetCancelObject(0, &IID_ICancelMethodCalls, NULL);
+    case GET_UNKNOWN_TID:
+        hr = CoGetCancelObject(0xfffffffc, &IID_ICancelMethodCalls, &out);
+        *clean = !out;
+        return hr;
+    case GET_EXITED_TID:
+        hr = CoGetCancelObject(exited_thread_id(), &IID_ICancelMethodCalls, &out);
+        *clean = !out;
+        return hr;
+    case GET_NONE_HERE:
+        hr = CoGetCancelObject(0, &IID_ICancelMethodCalls, &out);
+        *clean = !out;
+        return hr;
+    case GET_WRONG_IID:
+        CocancelCreateCancelObject(TRUE, &cancel);
+        CoSetCancelObject((IUnknown *)cancel);
+        hr = CoGetCancelObject(GetCurrentThreadId(), &IID_IMarshal, &out);
+        *clean = !out;
+        CoSetCancelObject(NULL);
+        ICancelMethodCalls_Release(cancel);
+        return hr;
+    case CANCEL_UNKNOWN_TID:
+        return CoCancelCall(0xfffffffc, 0);
+    case CANCEL_EXITED_TID:
+        return CoCancelCall(exited_thread_id(), 0);
+    case CANCEL_NONE_HERE:
+        return CoCancelCall(0, 0);
+    case SET_NOT_CANCEL_OBJECT:
+        return CoSetCancelObject((IUnknown *)&plain);
+    case SET_POP_EMPTY:
+        return CoSetCancelObject(NULL);
+    case TEST_OUTSIDE_CALL:
+        return CoTestCancel();
+    case CREATE_NULL:
+        return CocancelCreateCancelObject(TRUE, NULL);
+    case COMPLETE_NULL:
+        return CocancelCompleteCall(NULL);
+    case COMPLETE_FOREIGN:
+        return CocancelCompleteCall(&foreign);
+    case COMPLETE_TWICE:
+        CocancelCreateCancelObject(TRUE, &cancel);
+        CocancelCompleteCall(cancel);
+        hr = CocancelCompleteCall(cancel);
+        ICancelMethodCalls_Release(cancel);
+        return hr;
+    case WAIT_NULL:
+        return CocancelWaitCall(NULL, 0);
+    case WAIT_FOREIGN:
+        return CocancelWaitCall(&foreign, 0);
+    case STATUS_NULL:
+        return CocancelGetStatus(NULL);
+    case STATUS_SIZE:
+        memset(&status, 0, sizeof(status));
+        status.size = sizeof(status) + 4;
+        return CocancelGetStatus(&status);
+    case WAIT_CHANNEL:
+        /* Not bad input: the answer is one of the two documented ones. */
+        hr = CocancelWaitChannel(0);
+        return hr == RPC_S_CALLPENDING ? S_OK : hr;
+    case OBJ_QI_NULL:
+    case OBJ_QI_WRONG:
+    case OBJ_CANCEL_COMPLETE:
+    case OBJ_CANCEL_DISABLED:
+    case OBJ_CANCEL_TWICE:
+    case OBJ_TEST_COMPLETE:
+        CocancelCreateCancelObject(id != OBJ_CANCEL_DISABLED, &cancel);
+        if (id == OBJ_QI_NULL) hr = ICancelMethodCalls_QueryInterface(cancel, &IID_IUnknown, NULL);
+        else if (id == OBJ_QI_WRONG)
+        {
+            hr = ICancelMethodCalls_QueryInterface(cancel, &IID_IMarshal, &out);
+            *clean = !out;
+        }
+        else if (id == OBJ_CANCEL_COMPLETE || id == OBJ_TEST_COMPLETE)
+        {
+            CocancelCompleteCall(cancel);
+            hr = id == OBJ_TEST_COMPLETE ? ICancelMethodCalls_TestCancel(cancel) : ICancelMethodCalls_Cancel(cancel, 0);
+        }
+        else if (id == OBJ_CANCEL_TWICE)
+        {
+            ICancelMethodCalls_Cancel(cancel, 0);
+            hr = ICancelMethodCalls_Cancel(cancel, 0);
+        }
+        else hr = ICancelMethodCalls_Cancel(cancel, 0);
+        ICancelMethodCalls_Release(cancel);
+        return hr;
+    case CLASS_UNKNOWN:
+        hr = pDllGetClassObject(&IID_IMarshal, &IID_IClassFactory, &out);
+        *clean = !out;
+        return hr;
+    case CLASS_NULL_PPV:
+        return pDllGetClassObject(&CLSID_StdEvent_, &IID_IClassFactory, NULL);
+    case CLASS_WRONG_IID:
+        hr = pDllGetClassObject(&CLSID_StdEvent_, &IID_IMarshal, &out);
+        *clean = !out;
+        return hr;
+    case FACTORY_AGGREGATE:
+    case FACTORY_NULL_PPV:
+    case FACTORY_WRONG_IID:
+        if (FAILED(hr = pDllGetClassObject(&CLSID_StdEvent_, &IID_IClassFactory, (void **)&factory))) return hr;
+        if (id == FACTORY_AGGREGATE)
+            hr = IClassFactory_CreateInstance(factory, (IUnknown *)&plain, &IID_IUnknown, &out);
+        else if (id == FACTORY_NULL_PPV)
+            hr = IClassFactory_CreateInstance(factory, NULL, &IID_ISynchronize, NULL);
+        else
+            hr = IClassFactory_CreateInstance(factory, NULL, &IID_IMarshal, &out);
+        if (id != FACTORY_NULL_PPV) *clean = !out;
+        IClassFactory_Release(factory);
+        return hr;
+    case EVENT_QI_NULL:
+    case EVENT_GETHANDLE_NULL:
+    case EVENT_SETHANDLE_NULL:
+        if (FAILED(hr = create_sync_object(&CLSID_StdEvent_, &IID_ISynchronize, (void **)&sync))) return hr;
+        if (id == EVENT_QI_NULL) hr = ISynchronize_QueryInterface(sync, &IID_ISynchronize, NULL);
+        else if (id == EVENT_GETHANDLE_NULL &&
+                 SUCCEEDED(hr = ISynchronize_QueryInterface(sync, &IID_ISynchronizeHandle, (void **)&handle_iface)))
+        {
+            hr = ISynchronizeHandle_GetHandle(handle_iface, NULL);
+            ISynchronizeHandle_Release(handle_iface);
+        }
+        else if (id == EVENT_SETHANDLE_NULL &&
+                 SUCCEEDED(hr = ISynchronize_QueryInterface(sync, &IID_ISynchronizeEvent, (void **)&event_iface)))
+        {
+            hr = ISynchronizeEvent_SetEventHandle(event_iface, NULL);
+            ISynchronizeEvent_Release(event_iface);
+        }
+        ISynchronize_Release(sync);
+        return hr;
+    case CONTAINER_ADD_NULL:
+    case CONTAINER_ADD_NO_HANDLE:
+    case CONTAINER_WAIT_NULL:
+    case CONTAINER_WAIT_EMPTY:
+        if (FAILED(hr = create_sync_object(&CLSID_SynchronizeContainer_, &IID_ISynchronizeContainer,
+                                           (void **)&container)))
+            return hr;
+        if (id == CONTAINER_ADD_NULL) hr = ISynchronizeContainer_AddSynchronize(container, NULL);
+        else if (id == CONTAINER_ADD_NO_HANDLE) hr = ISynchronizeContainer_AddSynchronize(container, &plain);
+        else if (id == CONTAINER_WAIT_NULL) hr = ISynchronizeContainer_WaitMultiple(container, 0, 0, NULL);
+        else hr = ISynchronizeContainer_WaitMultiple(container, 0, 0, (ISynchronize **)&out);
+        ISynchronizeContainer_Release(container);
+        return hr;
+    case CAN_UNLOAD:
+        return pDllCanUnloadNow();
+    }
+    return hr;
+}
+
+static void test_bad_input(void)
+{
+    HMODULE module = GetModuleHandleA("cocancel.dll");
+    unsigned int i;
+    BOOL clean;
+    HRESULT hr;
+
+    pDllGetClassObject = (void *)GetProcAddress(module, "DllGetClassObject");
+    pDllCanUnloadNow = (void *)GetProcAddress(module, "DllCanUnloadNow");
+    ok(pDllGetClassObject && pDllCanUnloadNow, "cocancel.dll lacks its class exports\n");
+    if (!pDllGetClassObject || !pDllCanUnloadNow) return;
+
+    for (i = 0; i < ARRAY_SIZE(bad_cases); i++)
+    {
+        winetest_push_context("%s", bad_cases[i].what);
+        hr = run_bad_case(bad_cases[i].id, &clean);
+        ok(hr == bad_cases[i].expect, "got %#lx, expected %#lx\n", hr, bad_cases[i].expect);
+        ok(clean, "the out-parameter was not cleared\n");
+        winetest_pop_context();
+    }
 }
 
 struct churn

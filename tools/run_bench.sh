@@ -1,19 +1,22 @@
 #!/bin/sh
-# "make bench": the benchmark table.  Runs build/x86_64/bench.exe in a
-# throwaway prefix on stock Wine, then with cocancel installed, and prints
-# per topology: the quick call's round trip on stock Wine, installed with
-# cancellation disabled, and enabled (with the ratios the targets are
-# stated in), then the cancel -> caller released latency.  Figures only:
-# nothing here passes or fails.
+# "make bench": the benchmark report.  Runs build/x86_64/bench.exe in a
+# throwaway prefix on stock Wine, then bench.exe, asyncbench.exe and the
+# soak of stress.exe with cocancel installed, and prints one table, P1-P6 of
+# the report (see BENCHMARKS.md), each figure next to its target; the raw
+# figures stay in build/bench/*.tsv.  Figures only: nothing here passes or
+# fails ("met" is a reading aid).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 WINE=${WINE:-wine}
 WINESERVER=${WINESERVER:-wineserver}
 CANCELS=${CANCELS:-1000}
+SOAK_CYCLES=${SOAK_CYCLES:-100000}
 export WINEPREFIX="$top/build/benchprefix"
 export WINEDEBUG=-all
 unset WINEDLLOVERRIDES
 out="$top/build/bench"
+# REPORT_ONLY=1 prints the table again from the figures of the last run.
+if [ -z "${REPORT_ONLY:-}" ]; then
 rm -rf "$out"; mkdir -p "$out"
 
 "$WINESERVER" -k >/dev/null 2>&1
@@ -38,39 +41,89 @@ echo "asynchronous calls ..." >&2
 abench ratio > "$out/ratio.tsv"
 abench cancel "$CANCELS" > "$out/acancel.tsv"
 abench outstanding > "$out/outstanding.tsv"
+echo "soak ($SOAK_CYCLES Begin_/Cancel/Finish_ cycles) ..." >&2
+cp "$top/build/x86_64/stress.exe" "$WINEPREFIX/drive_c/bench/"
+timeout 3600 "$WINE" stress.exe asyncsoak "$SOAK_CYCLES" 2>/dev/null | tr -d '\r' |
+    sed -n 's/.*soak: \([0-9]*\) cycles, heap in use \([-+0-9]*\) KiB, committed private \([-+0-9]*\) KiB, resident \([-+0-9]*\) KiB, handles \([-+0-9]*\), threads \([-+0-9]*\).*/soak\tMTA->STA in-proc\t\1\t\2\t\3\t\4\t\5\t\6/p' > "$out/soak.tsv"
 sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
 "$WINESERVER" -k >/dev/null 2>&1
+fi
 
 echo
 echo "cocancel benchmark: $("$WINE" --version), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-cat "$out/stock.tsv" "$out/shim.tsv" | awk -F'\t' '
-    { t[$2] = 1; v[$2, $3] = $4; order[$2] = order[$2] ? order[$2] : ++n; name[order[$2]] = $2 }
+# One table: every input line is tagged with its file's kind, and awk lays
+# out the rows in report order.
+{
+    sed -n 's/^calls\t\([^\t]*\)\tstock\t/stock\t\1\t/p' "$out/stock.tsv"
+    cat "$out/shim.tsv"
+    sed 's/^cancel\t/synccancel\t/' "$out/cancel.tsv"
+    cat "$out/ratio.tsv"
+    sed 's/^cancel\t/asynccancel\t/' "$out/acancel.tsv"
+    cat "$out/outstanding.tsv" "$out/soak.tsv"
+} | awk -F'\t' '
+    function row(p, what, topo, figure, target, met) {
+        printf "%-3s %-26s %-19s %-30s %-22s %s\n", p, what, topo, figure, target, met
+    }
+    function verdict(ok) { return ok ? "met" : "missed" }
+    $1 == "stock"       { stock[$2] = $3; order[$2] = order[$2] ? order[$2] : ++n; topo[order[$2]] = $2 }
+    $1 == "calls"       { v[$2, $3] = $4; order[$2] = order[$2] ? order[$2] : ++n; topo[order[$2]] = $2 }
+    $1 == "synccancel"  { sc[$2] = $0 }
+    $1 == "ratio"       { ra[$2] = $0 }
+    $1 == "asynccancel" { ac[$2] = $0 }
+    $1 == "outstanding" { os[$2] = $0; otopo[++no] = $2 }
+    $1 == "soak"        { soak = $0 }
     END {
-        printf "%-20s %10s %10s %10s %12s %12s\n", "call (us, median)", "stock", "disabled", "enabled", "disabled/", "enabled/"
-        printf "%-20s %10s %10s %10s %12s %12s\n", "", "", "", "", "stock <=1.02", "disabled <=1.15"
+        row("", "", "topology", "figure", "target", "")
         for (i = 1; i <= n; i++) {
-            k = name[i]; s = v[k, "stock"]; d = v[k, "disabled"]; e = v[k, "enabled"]
-            printf "%-20s %10.2f %10.2f %10.2f %12.3f %12.3f\n", k, s, d, e, (s > 0 ? d / s : 0), (d > 0 ? e / d : 0)
+            t = topo[i]
+            if (split(sc[t], f, "\t") >= 5 && f[3] > 0)
+                row("P1", "sync cancel -> released", t, sprintf("median %.0f us, p99 %.0f us", f[4], f[5]),
+                    "<= 200 us, <= 2000 us", verdict(f[4] <= 200 && f[5] <= 2000))
+            else row("P1", "sync cancel -> released", t, "no figure", "<= 200 us, <= 2000 us", "")
         }
+        for (i = 1; i <= n; i++) {
+            t = topo[i]
+            if (split(ac[t], f, "\t") >= 5 && f[3] > 0)
+                row("P1", "async Cancel -> Finish_", t, sprintf("median %.0f us, p99 %.0f us", f[4], f[5]),
+                    "<= 200 us, <= 2000 us", verdict(f[4] <= 200 && f[5] <= 2000))
+            else row("P1", "async Cancel -> Finish_", t, "no figure", "<= 200 us, <= 2000 us", "")
+        }
+        for (i = 1; i <= n; i++) {
+            t = topo[i]
+            if (split(ra[t], f, "\t") >= 4 && f[3] > 0)
+                row("P2", "async / sync, same method", t, sprintf("%.2fx (%.0f / %.0f us)", f[4] / f[3], f[4], f[3]),
+                    "<= 1.25x", verdict(f[4] / f[3] <= 1.25))
+            else row("P2", "async / sync, same method", t, "no figure", "<= 1.25x", "")
+        }
+        for (i = 1; i <= n; i++) {
+            t = topo[i]; s = stock[t]; d = v[t, "disabled"]
+            if (s > 0 && d > 0)
+                row("P3", "installed-disabled / stock", t, sprintf("%.3fx (%.0f / %.0f us)", d / s, d, s),
+                    "<= 1.02x", verdict(d / s <= 1.02))
+            else row("P3", "installed-disabled / stock", t, "no figure", "<= 1.02x", "")
+        }
+        for (i = 1; i <= n; i++) {
+            t = topo[i]; d = v[t, "disabled"]; e = v[t, "enabled"]
+            if (d > 0 && e > 0)
+                row("P4", "enabled / disabled", t, sprintf("%.3fx (%.0f / %.0f us)", e / d, e, d),
+                    "<= 1.15x", verdict(e / d <= 1.15))
+            else row("P4", "enabled / disabled", t, "no figure", "<= 1.15x", "")
+        }
+        for (i = 1; i <= no; i++) {
+            split(os[otopo[i]], f, "\t")
+            row("P5", "1,000 outstanding", otopo[i], sprintf("%.0f us/call, %.1f KiB/call", f[5], f[6]),
+                "<= 64 KiB/call", verdict(f[6] <= 64 && f[3] == 1000))
+        }
+        if (split(soak, f, "\t") >= 8) {
+            row("P6", sprintf("%d-cycle soak: heap", f[3]), f[2], sprintf("%+d KiB in use, handles %+d", f[4], f[7]),
+                "<= 1024 KiB, +0", verdict(f[4] <= 1024 && f[7] <= 0))
+            row("P6", "  committed, resident", "", sprintf("%+d KiB, %+d KiB, threads %+d", f[5], f[6], f[8]),
+                "(cached fiber stacks)", "")
+        }
+        else row("P6", "soak", "MTA->STA in-proc", "no figure", "<= 1024 KiB, +0", "")
     }'
 echo
-awk -F'\t' '
-    BEGIN { printf "%-20s %8s %14s %14s\n", "cancel -> released", "cancels", "median us", "p99 us"
-            printf "%-20s %8s %14s %14s\n", "", "", "(<= 200)", "(<= 2000)" }
-    { printf "%-20s %8s %14s %14s\n", $2, $3, $4, $5 }' "$out/cancel.tsv"
-echo
-awk -F'\t' '
-    BEGIN { printf "%-20s %10s %14s %10s\n", "async round trip", "sync us", "Begin+Finish", "ratio"
-            printf "%-20s %10s %14s %10s\n", "(median)", "", "us", "(<= 1.25)" }
-    { printf "%-20s %10s %14s %10.3f\n", $2, $3, $4, ($3 > 0 ? $4 / $3 : 0) }' "$out/ratio.tsv"
-echo
-awk -F'\t' '
-    BEGIN { printf "%-20s %8s %14s %14s\n", "async Cancel->Finish_", "cancels", "median us", "p99 us"
-            printf "%-20s %8s %14s %14s\n", "", "", "(<= 200)", "(<= 2000)" }
-    { printf "%-20s %8s %14s %14s\n", $2, $3, $4, $5 }' "$out/acancel.tsv"
-echo
-awk -F'\t' '
-    BEGIN { printf "%-20s %6s %12s %12s %14s %14s\n", "1,000 outstanding", "right", "Begin_ us", "total us", "resident KiB", "committed KiB"
-            printf "%-20s %6s %12s %12s %14s %14s\n", "(from one thread)", "", "per call", "per call", "per call (<=64)", "per call" }
-    { printf "%-20s %6s %12s %12s %14s %14s\n", $2, $3, $4, $5, $6, $7 }' "$out/outstanding.tsv"
+echo "(P1 over $CANCELS cancels per topology; P2-P4 medians of 9 rounds; P5 resident memory per call;"
+echo " P6 the process's own counters: heap bytes in use (HeapWalk), committed private memory (VirtualQuery),
+ working set, handles and threads, from a tenth of the way in, each time after the abandoned calls ended.)"

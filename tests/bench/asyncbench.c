@@ -66,44 +66,24 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
     return hr;
 }
 
-static HRESULT WINAPI cf_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
-{
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
-    {
-        *ppv = iface;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG WINAPI cf_AddRef(IClassFactory *iface) { return 2; }
-static ULONG WINAPI cf_Release(IClassFactory *iface) { return 1; }
-
-static HRESULT WINAPI cf_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
-{
-    return ICcAsyncTest_QueryInterface(&obj, riid, ppv);
-}
-
-static HRESULT WINAPI cf_LockServer(IClassFactory *iface, BOOL lock) { return S_OK; }
-
-static const IClassFactoryVtbl cf_vtbl = { cf_QueryInterface, cf_AddRef, cf_Release, cf_CreateInstance, cf_LockServer };
-static IClassFactory cf = { &cf_vtbl };
 
 struct topology
 {
     const char *name;
     DWORD client_model;
-    DWORD host_model;   /* 0: local server process */
+    DWORD host_model;   /* LOCAL_SERVER: a local server process */
 };
+
+/* Not an apartment type (COINIT_MULTITHREADED is 0): the object lives in a local server. */
+#define LOCAL_SERVER 0xffffffffu
 
 static const struct topology topologies[] =
 {
     { "MTA->STA in-proc",   COINIT_MULTITHREADED,     COINIT_APARTMENTTHREADED },
     { "STA->MTA in-proc",   COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
     { "STA->STA in-proc",   COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
-    { "MTA->local server",  COINIT_MULTITHREADED,     0 },
-    { "STA->local server",  COINIT_APARTMENTTHREADED, 0 },
+    { "MTA->local server",  COINIT_MULTITHREADED,     LOCAL_SERVER },
+    { "STA->local server",  COINIT_APARTMENTTHREADED, LOCAL_SERVER },
 };
 
 static int compare_double(const void *a, const void *b)
@@ -289,7 +269,7 @@ static void run(const struct topology *topology, const char *mode, unsigned int 
     struct host host;
     HANDLE thread;
 
-    if (topology->host_model)
+    if (topology->host_model != LOCAL_SERVER)
     {
         start_host(&host, topology->host_model);
         job.stream = host.stream;
@@ -297,29 +277,7 @@ static void run(const struct topology *topology, const char *mode, unsigned int 
     thread = CreateThread(NULL, 0, client_thread, &job, 0, NULL);
     if (WaitForSingleObject(thread, 600000)) fprintf(stderr, "%s: %s did not finish\n", mode, topology->name);
     CloseHandle(thread);
-    if (topology->host_model) stop_host(&host);
-}
-
-static void server_registration(BOOL add)
-{
-    WCHAR key[128] = L"CLSID\\", exe[MAX_PATH], command[MAX_PATH + 32] = L"\"";
-    HKEY hkey;
-
-    StringFromGUID2(&CLSID_AsyncBenchServer, key + wcslen(key), 64);
-    if (!add)
-    {
-        RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
-        return;
-    }
-    GetModuleFileNameW(NULL, exe, MAX_PATH);
-    wcscat(command, exe);
-    wcscat(command, L"\" server");
-    wcscat(key, L"\\LocalServer32");
-    if (!RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL))
-    {
-        RegSetValueExW(hkey, NULL, 0, REG_SZ, (BYTE *)command, (wcslen(command) + 1) * sizeof(WCHAR));
-        RegCloseKey(hkey);
-    }
+    if (topology->host_model != LOCAL_SERVER) stop_host(&host);
 }
 
 int main(int argc, char **argv)
@@ -336,17 +294,7 @@ int main(int argc, char **argv)
 
     if (!strcmp(mode, "server"))
     {
-        HANDLE quit = CreateEventW(NULL, TRUE, FALSE, L"cocancel_asyncbench_quit");
-        DWORD cookie, ps_cookie;
-
-        CoInitializeEx(NULL, COINIT_MULTITHREADED);
-        ps_cookie = register_ps();
-        CoRegisterClassObject(&CLSID_AsyncBenchServer, (IUnknown *)&cf, CLSCTX_LOCAL_SERVER, REGCLS_MULTIPLEUSE,
-                              &cookie);
-        WaitForSingleObject(quit, 900000);
-        CoRevokeClassObject(cookie);
-        CoRevokeClassObject(ps_cookie);
-        CoUninitialize();
+        serve_local(&CLSID_AsyncBenchServer, L"cocancel_asyncbench_quit", 900000);
         return 0;
     }
     if (strcmp(mode, "ratio") && strcmp(mode, "cancel") && strcmp(mode, "outstanding"))
@@ -355,13 +303,13 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!strcmp(mode, "cancel")) count = argc > 2 ? min(atoi(argv[2]), (int)ARRAYSIZE(samples)) : 1000;
-    server_registration(TRUE);
+    register_local_server(&CLSID_AsyncBenchServer, L" server");
     for (i = 0; i < ARRAYSIZE(topologies); i++)
     {
         if (!strcmp(mode, "outstanding") && topologies[i].client_model != COINIT_MULTITHREADED) continue;
         run(&topologies[i], mode, count);
     }
     SetEvent(CreateEventW(NULL, TRUE, FALSE, L"cocancel_asyncbench_quit"));
-    server_registration(FALSE);
+    unregister_local_server(&CLSID_AsyncBenchServer);
     return 0;
 }

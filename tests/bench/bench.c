@@ -74,16 +74,19 @@ struct topology
 {
     const char *name;
     DWORD client_model;
-    DWORD host_model;   /* 0: local server process */
+    DWORD host_model;   /* LOCAL_SERVER: a local server process */
 };
+
+/* Not an apartment type (COINIT_MULTITHREADED is 0): the object lives in a local server. */
+#define LOCAL_SERVER 0xffffffffu
 
 static const struct topology topologies[] =
 {
     { "MTA->STA in-proc",   COINIT_MULTITHREADED,     COINIT_APARTMENTTHREADED },
     { "STA->MTA in-proc",   COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
     { "STA->STA in-proc",   COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
-    { "MTA->local server",  COINIT_MULTITHREADED,     0 },
-    { "STA->local server",  COINIT_APARTMENTTHREADED, 0 },
+    { "MTA->local server",  COINIT_MULTITHREADED,     LOCAL_SERVER },
+    { "STA->local server",  COINIT_APARTMENTTHREADED, LOCAL_SERVER },
 };
 
 /* An apartment hosting the object; its stream carries the reference to the client. */
@@ -100,8 +103,8 @@ static DWORD WINAPI host_thread(void *arg)
     IClassFactory *remote = NULL;
     MSG msg;
 
-    CoInitializeEx(NULL, host->model ? host->model : COINIT_MULTITHREADED);
-    if (host->model)
+    CoInitializeEx(NULL, host->model != LOCAL_SERVER ? host->model : COINIT_MULTITHREADED);
+    if (host->model != LOCAL_SERVER)
         CoMarshalInterThreadInterfaceInStream(&IID_IClassFactory, (IUnknown *)&factory, &host->stream);
     else if (SUCCEEDED(CoGetClassObject(&CLSID_BenchServer, CLSCTX_LOCAL_SERVER, NULL, &IID_IClassFactory,
                                         (void **)&remote)))

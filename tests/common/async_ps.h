@@ -89,6 +89,84 @@ static const ICcAsyncTestVtbl obj_vtbl =
 
 static ICcAsyncTest obj = { &obj_vtbl };
 
+/* The class object of obj, for a local server. */
+static HRESULT WINAPI obj_factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI obj_factory_AddRef(IClassFactory *iface) { return 2; }
+static ULONG WINAPI obj_factory_Release(IClassFactory *iface) { return 1; }
+
+static HRESULT WINAPI obj_factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    *ppv = NULL;
+    if (outer) return CLASS_E_NOAGGREGATION;
+    return ICcAsyncTest_QueryInterface(&obj, riid, ppv);
+}
+
+static HRESULT WINAPI obj_factory_LockServer(IClassFactory *iface, BOOL lock) { return S_OK; }
+
+static const IClassFactoryVtbl obj_factory_vtbl =
+{
+    obj_factory_QueryInterface, obj_factory_AddRef, obj_factory_Release, obj_factory_CreateInstance,
+    obj_factory_LockServer,
+};
+
+static IClassFactory obj_factory = { &obj_factory_vtbl };
+
+/* Registers this program as the local server of clsid, started as "<exe><args>". */
+static inline BOOL register_local_server(const CLSID *clsid, const WCHAR *args)
+{
+    WCHAR key[128] = L"CLSID\\", exe[MAX_PATH], command[MAX_PATH + 128] = L"\"";
+    HKEY hkey;
+    LONG ret;
+
+    GetModuleFileNameW(NULL, exe, MAX_PATH);
+    wcscat(command, exe);
+    wcscat(command, L"\"");
+    wcscat(command, args);
+    StringFromGUID2(clsid, key + wcslen(key), 64);
+    wcscat(key, L"\\LocalServer32");
+    if (RegCreateKeyExW(HKEY_CLASSES_ROOT, key, 0, NULL, 0, KEY_WRITE, NULL, &hkey, NULL)) return FALSE;
+    ret = RegSetValueExW(hkey, NULL, 0, REG_SZ, (BYTE *)command, (wcslen(command) + 1) * sizeof(WCHAR));
+    RegCloseKey(hkey);
+    return !ret;
+}
+
+static inline void unregister_local_server(const CLSID *clsid)
+{
+    WCHAR key[128] = L"CLSID\\";
+
+    StringFromGUID2(clsid, key + wcslen(key), 64);
+    RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
+}
+
+/* Serves obj as clsid from the process's MTA until the named event is set or timeout ms pass. */
+static inline void serve_local(const CLSID *clsid, const WCHAR *quit_name, DWORD timeout)
+{
+    HANDLE quit = CreateEventW(NULL, TRUE, FALSE, quit_name);
+    DWORD cookie, ps_cookie;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    ps_cookie = register_ps();
+    if (SUCCEEDED(CoRegisterClassObject(clsid, (IUnknown *)&obj_factory, CLSCTX_LOCAL_SERVER, REGCLS_MULTIPLEUSE,
+                                        &cookie)))
+    {
+        WaitForSingleObject(quit, timeout);
+        CoRevokeClassObject(cookie);
+    }
+    CoRevokeClassObject(ps_cookie);
+    CoUninitialize();
+    CloseHandle(quit);
+}
+
 /* A thread of the given apartment type owning obj; its stream carries obj to one client. */
 struct host
 {

@@ -16,8 +16,10 @@
  * own result (each call adds a distinct number) or RPC_E_CALL_CANCELED, and
  * only a cancel that reported S_OK may produce RPC_E_CALL_CANCELED, and
  * such a cancel always does; no deadlock (each client runs under a
- * watchdog).  "make check-stress" runs 10,000 calls per topology and
- * 100,000 soak cycles.
+ * watchdog).  Topologies: MTA->STA, STA->MTA and STA->STA in process, and
+ * MTA and STA clients of a local server (this program, "stressserver",
+ * registered under a new class each run).  "make check-stress" runs 10,000
+ * calls per topology and 100,000 soak cycles.
  */
 
 #define COBJMACROS
@@ -40,6 +42,14 @@
 #include "wine/test.h"
 
 static HRESULT (WINAPI *pCoTestCancel)(void);
+
+/* The local server of this run: this program, started by COM ("stressserver").
+ * LOCAL_SERVER stands for it where an apartment type is expected
+ * (COINIT_MULTITHREADED is 0). */
+#define LOCAL_SERVER 0xffffffffu
+static CLSID server_clsid;
+static BOOL server_registered;
+static WCHAR server_quit_name[64];
 
 static HRESULT WINAPI obj_Add(ICcAsyncTest *iface, int a, int b, int *sum)
 {
@@ -234,7 +244,8 @@ static DWORD WINAPI client_thread(void *arg)
 
     CoInitializeEx(NULL, job->client_model);
     cookie = register_ps();
-    CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (job->stream) CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    else CoCreateInstance(&server_clsid, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
     for (k = 0; proxy && k < 3; k++)
     {
         if (!(calls[k] = create_call(proxy))) break;
@@ -299,16 +310,19 @@ static void run(DWORD client_model, DWORD host_model, unsigned int count, BOOL s
     HANDLE thread;
 
     memset(job, 0, sizeof(*job));
-    ok(start_host(&host, host_model), "host did not start\n");
+    if (host_model != LOCAL_SERVER)
+    {
+        ok(start_host(&host, host_model), "host did not start\n");
+        job->stream = host.stream;
+    }
     job->client_model = client_model;
-    job->stream = host.stream;
     job->count = count;
     job->soak = soak;
     thread = CreateThread(NULL, 0, client_thread, job, 0, NULL);
     /* The watchdog: a deadlock fails here instead of hanging the run. */
     ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
     CloseHandle(thread);
-    ok(stop_host(&host), "host did not stop\n");
+    if (host_model != LOCAL_SERVER) ok(stop_host(&host), "host did not stop\n");
 }
 
 /* ---------------------------------------------------------------------
@@ -362,7 +376,8 @@ static DWORD WINAPI sync_client(void *arg)
 
     CoInitializeEx(NULL, job->client_model);
     cookie = register_ps();
-    CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (job->stream) CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    else CoCreateInstance(&server_clsid, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
     job->tid = GetCurrentThreadId();
     watchdog = CreateThread(NULL, 0, sync_watchdog, job, 0, NULL);
     CoEnableCallCancellation(NULL);
@@ -408,7 +423,50 @@ static unsigned int count_arg(unsigned int fallback)
 
 static const char *name(DWORD model)
 {
+    if (model == LOCAL_SERVER) return "local";
     return model == COINIT_MULTITHREADED ? "MTA" : "STA";
+}
+
+/* Registers this program, under a class of its own, as the local server of the topologies "local server". */
+static void start_local_server(void)
+{
+    WCHAR args[80] = L" stressserver ";
+
+    CoCreateGuid(&server_clsid);
+    StringFromGUID2(&server_clsid, args + wcslen(args), 40);
+    wcscpy(server_quit_name, L"cocancel_stress_quit_");
+    StringFromGUID2(&server_clsid, server_quit_name + wcslen(server_quit_name), 40);
+    server_registered = register_local_server(&server_clsid, args);
+    if (!server_registered) skip("cannot register the local server\n");
+}
+
+/* Lets the server process go and removes the class. */
+static void stop_local_server(void)
+{
+    HANDLE quit;
+
+    if (!server_registered) return;
+    quit = CreateEventW(NULL, TRUE, FALSE, server_quit_name);
+    SetEvent(quit);
+    CloseHandle(quit);
+    unregister_local_server(&server_clsid);
+}
+
+/* The local server (argv[2] is its class), started by COM. */
+START_TEST(stressserver)
+{
+    char **argv;
+    int argc = winetest_get_mainargs(&argv);
+    WCHAR text[64];
+
+    if (argc < 3) return;
+    pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    MultiByteToWideChar(CP_ACP, 0, argv[2], -1, text, ARRAY_SIZE(text));
+    if (FAILED(CLSIDFromString(text, &server_clsid))) return;
+    wcscpy(server_quit_name, L"cocancel_stress_quit_");
+    wcscat(server_quit_name, text);
+    init_ps();
+    serve_local(&server_clsid, server_quit_name, 3600000);
 }
 
 START_TEST(asyncstress)
@@ -418,6 +476,8 @@ START_TEST(asyncstress)
         { COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED },
         { COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
         { COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
+        { COINIT_MULTITHREADED, LOCAL_SERVER },
+        { COINIT_APARTMENTTHREADED, LOCAL_SERVER },
     };
     unsigned int count = count_arg(300), i;
     struct job job;
@@ -425,8 +485,10 @@ START_TEST(asyncstress)
     pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
     srand(GetTickCount());
     init_ps();
+    start_local_server();
     for (i = 0; i < ARRAY_SIZE(models); i++)
     {
+        if (models[i][1] == LOCAL_SERVER && !server_registered) continue;
         winetest_push_context("%s client, %s server", name(models[i][0]), name(models[i][1]));
         run(models[i][0], models[i][1], count, FALSE, &job);
         ok(!job.lost, "no call object\n");
@@ -436,6 +498,7 @@ START_TEST(asyncstress)
         trace("%u calls: %u completed, %u cancelled\n", count, job.completed, job.cancelled);
         winetest_pop_context();
     }
+    stop_local_server();
 }
 
 START_TEST(asyncsoak)
@@ -475,6 +538,8 @@ START_TEST(syncstress)
         { COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED },
         { COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED },
         { COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED },
+        { COINIT_MULTITHREADED, LOCAL_SERVER },
+        { COINIT_APARTMENTTHREADED, LOCAL_SERVER },
     };
     unsigned int count = count_arg(300), i;
 
@@ -487,22 +552,27 @@ START_TEST(syncstress)
     }
     srand(GetTickCount());
     init_ps();
+    start_local_server();
     for (i = 0; i < ARRAY_SIZE(models); i++)
     {
         struct sync_job job = { models[i][0] };
         struct host host;
         HANDLE thread;
 
+        if (models[i][1] == LOCAL_SERVER && !server_registered) continue;
         winetest_push_context("%s client, %s server", name(models[i][0]), name(models[i][1]));
-        ok(start_host(&host, models[i][1]), "host did not start\n");
-        job.stream = host.stream;
+        if (models[i][1] != LOCAL_SERVER)
+        {
+            ok(start_host(&host, models[i][1]), "host did not start\n");
+            job.stream = host.stream;
+        }
         job.count = count;
         job.go = CreateEventW(NULL, FALSE, FALSE, NULL);
         job.cancelled = CreateEventW(NULL, FALSE, FALSE, NULL);
         thread = CreateThread(NULL, 0, sync_client, &job, 0, NULL);
         ok(!WaitForSingleObject(thread, 60000 + count * 50), "client deadlocked\n");
         CloseHandle(thread);
-        ok(stop_host(&host), "host did not stop\n");
+        if (models[i][1] != LOCAL_SERVER) ok(stop_host(&host), "host did not stop\n");
         ok(job.completed + job.cancelled_calls == count, "%u completed + %u cancelled of %u calls\n",
            job.completed, job.cancelled_calls, count);
         ok(!job.wrong, "%u calls broke an invariant\n", job.wrong);
@@ -511,4 +581,5 @@ START_TEST(syncstress)
         CloseHandle(job.cancelled);
         winetest_pop_context();
     }
+    stop_local_server();
 }

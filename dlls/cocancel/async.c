@@ -560,6 +560,8 @@ static BOOL find_record(IUnknown *manager, const IID *async_iid, const ProxyFile
  * Call objects.
  */
 
+struct wine_wait;
+
 enum fiber_phase
 {
     PHASE_MARSHALING,   /* the fiber runs the proxy method up to its GetBuffer */
@@ -600,6 +602,12 @@ struct fiber_call
     BYTE *out_ptr[CC_FMT_MAX_PARAMS];
     SIZE_T out_size[CC_FMT_MAX_PARAMS];
     struct fiber_call *next_orphan;
+    /* A task (a synchronous call of channel.c) instead of a proxy method. */
+    void (*task)(void *);
+    void *task_arg;
+    struct wine_wait *task_wait;    /* how Wine asked to wait, while the task is parked */
+    DWORD task_timeout;
+    DWORD task_wake;                /* what Wine's wait returns when the task is resumed */
     ULONG_PTR frame[FRAME_BYTES / sizeof(ULONG_PTR)];
 };
 
@@ -657,7 +665,8 @@ static void WINAPI worker_main(void *arg)
     {
         struct fiber_call *fc = worker->fc;
 
-        fc->result = (HRESULT)call_frame(fc->proc, fc->frame, fc->method->sync.stack_size / PTR_SIZE);
+        if (fc->task) fc->task(fc->task_arg);
+        else fc->result = (HRESULT)call_frame(fc->proc, fc->frame, fc->method->sync.stack_size / PTR_SIZE);
         InterlockedExchange(&fc->phase, PHASE_DONE);
         TlsSetValue(fiber_tls, NULL);
         /* Back to the thread; resumed only with a new call. */
@@ -778,9 +787,19 @@ static void free_fiber_call(struct fiber_call *fc)
 }
 
 /* Lets a parked call whose reply has arrived run to its end and frees it (its thread only). */
+static void orphan(struct fiber_call *fc);
+
 static void finish_fiber(struct fiber_call *fc)
 {
     if (fc->phase != PHASE_DONE) run_fiber(fc);
+    if (fc->phase != PHASE_DONE && fc->task)
+    {
+        /* The task waited for something else on its way: watch that too. */
+        TRACE("task %p waits again\n", fc);
+        InterlockedExchange(&fc->replied, FALSE);
+        orphan(fc);
+        return;
+    }
     if (fc->phase != PHASE_DONE)
     {
         ERR("call %p did not finish\n", fc);
@@ -1050,6 +1069,28 @@ static BOOL fiber_wait(DWORD count, const HANDLE *handles, DWORD timeout, const 
     struct fiber_call *fc = TlsGetValue(fiber_tls);
 
     if (!fc || !timeout || count != 1) return FALSE;
+    if (fc->task)
+    {
+        struct wine_wait task_wait = *wait;
+
+        if (fc->phase != PHASE_SENDING) return FALSE;
+        /* The thread waits in the task's place (see async_run_task). */
+        fc->wine_event = handles[0];
+        fc->task_wait = &task_wait;
+        fc->task_timeout = timeout;
+        fc->parked = TRUE;
+        park(fc);
+        fc->task_wait = NULL;
+        InterlockedExchange(&fc->phase, PHASE_SENDING);
+        if (fc->replied)
+        {
+            /* Abandoned, and resumed once the pool saw the event (which it consumed). */
+            unwatch_reply(fc);
+            *ret = WAIT_OBJECT_0;
+        }
+        else *ret = fc->task_wake;
+        return TRUE;
+    }
     if (fc->phase == PHASE_WAITING && handles[0] == fc->wine_event)
     {
         *ret = wait_inline(fc, wait);
@@ -1092,6 +1133,62 @@ static DWORD WINAPI hook_MsgWaitForMultipleObjectsEx(DWORD count, const HANDLE *
 
     if (TlsGetValue(fiber_tls) && fiber_wait(count, handles, timeout, &wait, &ret)) return ret;
     return real_MsgWaitForMultipleObjectsEx(count, handles, timeout, mask, flags);
+}
+
+/*
+ * Runs task(arg) on a worker fiber of this thread.  Each time Wine's code in
+ * the task waits (for a reply), the thread waits instead, the same way, and
+ * also for 'release'.  S_OK: the task ran to its end.  S_FALSE: 'release'
+ * was signalled first; the task is left parked, the pool notes when what it
+ * waits for is signalled, and the thread finishes it the next time it comes
+ * through the engine.  E_NOTIMPL: tasks cannot run here (nothing was run).
+ */
+HRESULT async_run_task(void (*task)(void *), void *arg, HANDLE release)
+{
+    struct fiber_call *fc;
+
+    if (!real_WaitForMultipleObjectsEx || !real_MsgWaitForMultipleObjectsEx || fiber_tls == TLS_OUT_OF_INDEXES)
+        return E_NOTIMPL;
+    reap_orphans();
+    if (!(fc = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*fc)))) return E_NOTIMPL;
+    fc->owner_tid = GetCurrentThreadId();
+    fc->task = task;
+    fc->task_arg = arg;
+    fc->phase = PHASE_SENDING;
+    if (!acquire_worker(fc))
+    {
+        HeapFree(GetProcessHeap(), 0, fc);
+        return E_NOTIMPL;
+    }
+
+    for (;;)
+    {
+        HANDLE handles[2];
+        const struct wine_wait *wait;
+        DWORD ret;
+
+        run_fiber(fc);
+        if (fc->phase == PHASE_DONE)
+        {
+            free_fiber_call(fc);
+            return S_OK;
+        }
+        wait = fc->task_wait;
+        handles[0] = fc->wine_event;
+        handles[1] = release;
+        if (wait->pump)
+            ret = real_MsgWaitForMultipleObjectsEx(2, handles, fc->task_timeout, wait->mask, wait->flags & ~MWMO_WAITALL);
+        else
+            ret = real_WaitForMultipleObjectsEx(2, handles, FALSE, fc->task_timeout, wait->alertable);
+        if (ret == WAIT_OBJECT_0 + 1)
+        {
+            TRACE("task %p released, left parked\n", fc);
+            orphan(fc);
+            return S_FALSE;
+        }
+        /* Window messages: Wine's code pumps them and waits again. */
+        fc->task_wake = ret == WAIT_OBJECT_0 + 2 ? WAIT_OBJECT_0 + 1 : ret;
+    }
 }
 
 /* ---------------------------------------------------------------------

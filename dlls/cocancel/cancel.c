@@ -325,8 +325,54 @@ struct cancel_object
     LONG refcount;
     struct cc_call call;
     HANDLE settled;     /* manual-reset: the call completed or was cancelled; made on first need */
+    HANDLE cancelled;   /* manual-reset: the call was cancelled; from the pool, on first need */
+    LONG cancel_signalled;
     ULONGLONG call_id;  /* the proxied call it stands for (0: none), see channel.c */
 };
+
+/*
+ * Events that tell only of a cancel, kept for reuse: a caller waiting for
+ * its call and for a cancel takes one per call, and a call nobody cancels
+ * then costs no kernel object and no event operation at all.
+ */
+#define MAX_POOLED_EVENTS 64
+
+struct pooled_event
+{
+    SLIST_ENTRY entry;
+    HANDLE event;
+};
+
+static SLIST_HEADER event_pool;
+static LONG pooled_events;
+
+static HANDLE take_event(void)
+{
+    struct pooled_event *item = (struct pooled_event *)InterlockedPopEntrySList(&event_pool);
+    HANDLE event;
+
+    if (!item) return CreateEventW(NULL, TRUE, FALSE, NULL);
+    InterlockedDecrement(&pooled_events);
+    event = item->event;
+    _aligned_free(item);
+    return event;
+}
+
+/* Takes back an event that is not signalled. */
+static void give_back_event(HANDLE event)
+{
+    struct pooled_event *item;
+
+    if (InterlockedIncrement(&pooled_events) > MAX_POOLED_EVENTS ||
+        !(item = _aligned_malloc(sizeof(*item), MEMORY_ALLOCATION_ALIGNMENT)))
+    {
+        InterlockedDecrement(&pooled_events);
+        CloseHandle(event);
+        return;
+    }
+    item->event = event;
+    InterlockedPushEntrySList(&event_pool, &item->entry);
+}
 
 static const ICancelMethodCallsVtbl cancel_object_vtbl;
 
@@ -374,6 +420,32 @@ static void settle(struct cancel_object *object)
     HANDLE event = InterlockedCompareExchangePointer(&object->settled, NULL, NULL);
 
     if (event) SetEvent(event);
+    if (cc_call_state(&object->call) != CC_CANCELLED) return;
+    if ((event = InterlockedCompareExchangePointer(&object->cancelled, NULL, NULL)))
+    {
+        InterlockedExchange(&object->cancel_signalled, 1);
+        SetEvent(event);
+    }
+}
+
+/* The event set once the call is cancelled; same protocol as settled_event(). */
+static HANDLE cancelled_event(struct cancel_object *object)
+{
+    HANDLE event = object->cancelled, previous;
+
+    if (event) return event;
+    if (!(event = take_event())) return NULL;
+    if ((previous = InterlockedCompareExchangePointer(&object->cancelled, event, NULL)))
+    {
+        give_back_event(event);
+        return previous;
+    }
+    if (cc_call_state(&object->call) == CC_CANCELLED)
+    {
+        InterlockedExchange(&object->cancel_signalled, 1);
+        SetEvent(event);
+    }
+    return event;
 }
 
 static HRESULT WINAPI cancel_object_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
@@ -409,6 +481,11 @@ static ULONG WINAPI cancel_object_Release(ICancelMethodCalls *iface)
     if (!refcount)
     {
         if (object->settled) CloseHandle(object->settled);
+        if (object->cancelled)
+        {
+            if (object->cancel_signalled) ResetEvent(object->cancelled);
+            give_back_event(object->cancelled);
+        }
         HeapFree(GetProcessHeap(), 0, object);
     }
     return refcount;
@@ -466,6 +543,8 @@ HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodC
     object->refcount = 1;
     object->call_id = call_id;
     object->settled = NULL;
+    object->cancelled = NULL;
+    object->cancel_signalled = 0;
     cc_call_init(&object->call);
     cc_call_begin(&object->call, cancellable);
     *cancel = &object->ICancelMethodCalls_iface;
@@ -486,6 +565,12 @@ void cancel_object_abort(ICancelMethodCalls *cancel)
 HANDLE cancel_object_event(ICancelMethodCalls *cancel)
 {
     return settled_event(impl_from_ICancelMethodCalls(cancel));
+}
+
+/* An event set when the call is cancelled (only then), owned by the object. */
+HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel)
+{
+    return cancelled_event(impl_from_ICancelMethodCalls(cancel));
 }
 
 enum cc_state cancel_object_state(ICancelMethodCalls *cancel)

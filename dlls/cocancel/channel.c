@@ -429,6 +429,26 @@ static BOOL submit(struct detached_call *call)
     return TRUE;
 }
 
+/*
+ * The caller of a cancelled call is released while Wine's state of the call
+ * (or its reply) is still the worker's: the FreeBuffer that the proxy is
+ * about to make for the caller's message must not touch it, and is deferred
+ * to the last release of the record.
+ */
+static HRESULT orphan_call(struct detached_call *call, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    call->caller_msg = msg;
+    call->caller_state = msg->reserved1;
+    call->orphaned = TRUE;
+    EnterCriticalSection(&orphan_cs);
+    call->next_orphan = orphans;
+    orphans = call;
+    InterlockedIncrement(&orphan_count);
+    LeaveCriticalSection(&orphan_cs);
+    if (status) *status = RPC_S_CALL_CANCELLED;
+    return RPC_E_CALL_CANCELED;
+}
+
 static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
                                      ICancelMethodCalls *cancel)
 {
@@ -464,18 +484,8 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
         return hr;
     }
 
-    /* Cancelled: the worker still owns Wine's state; the FreeBuffer that the
-     * proxy is about to make for this message must not touch it. */
-    call->caller_msg = msg;
-    call->caller_state = msg->reserved1;
-    call->orphaned = TRUE;
-    EnterCriticalSection(&orphan_cs);
-    call->next_orphan = orphans;
-    orphans = call;
-    InterlockedIncrement(&orphan_count);
-    LeaveCriticalSection(&orphan_cs);
-    if (status) *status = RPC_S_CALL_CANCELLED;
-    return RPC_E_CALL_CANCELED;
+    /* Cancelled: the worker still owns Wine's state. */
+    return orphan_call(call, msg, status);
 }
 
 /* ---------------------------------------------------------------------
@@ -762,6 +772,63 @@ static void unwrap_filter(struct filter_wrapper *wrapper)
     IMessageFilter_Release(wrapper->filter);
 }
 
+/*
+ * A call run on a worker fiber of the caller's own thread (async.c's
+ * tasks): Wine's SendReceive, with its state, lives on the fiber's stack,
+ * and while it waits for the reply the thread waits for that and for the
+ * call's cancel.  A cancel releases the caller at once; the fiber stays
+ * parked until the reply comes and is finished by the thread later.  The
+ * call keeps the caller's thread and apartment (an STA caller can be
+ * released from a call into its own process's STAs), and costs no thread
+ * switch.  Same record and deferred FreeBuffer as a detached call.
+ */
+static void fiber_task(void *arg)
+{
+    struct detached_call *call = arg;
+
+    call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+    if (CocancelCompleteCall(call->cancel) != S_OK)
+        TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
+    detached_release(call);
+}
+
+/* E_NOTIMPL when the call cannot run on a fiber here (nothing was sent). */
+static HRESULT send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                  ICancelMethodCalls *cancel)
+{
+    struct detached_call *call;
+    HANDLE cancelled;
+    HRESULT hr;
+
+    if (!(cancelled = cancel_object_cancelled_event(cancel))) return E_NOTIMPL;
+    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT))) return E_NOTIMPL;
+    memset(call, 0, sizeof(*call));
+    call->refcount = 2;
+    call->chan = chan;
+    IRpcChannelBuffer_AddRef(chan);
+    call->msg = *msg;
+    call->cancel = cancel;
+    ICancelMethodCalls_AddRef(cancel);
+
+    if ((hr = async_run_task(fiber_task, call, cancelled)) == E_NOTIMPL)
+    {
+        IRpcChannelBuffer_Release(chan);
+        ICancelMethodCalls_Release(cancel);
+        _aligned_free(call);
+        return E_NOTIMPL;
+    }
+    if (hr == S_OK && cancel_object_state(cancel) == CC_COMPLETE)
+    {
+        *msg = call->msg;
+        if (status) *status = call->status;
+        hr = call->hr;
+        detached_release(call);
+        return hr;
+    }
+    /* Cancelled: the reply, now or later, is not delivered. */
+    return orphan_call(call, msg, status);
+}
+
 /* ---------------------------------------------------------------------
  * The channel slots.
  */
@@ -779,8 +846,9 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
 {
     DWORD sequence = (DWORD)(ULONG_PTR)TlsGetValue(pending_call_tls);
     ULONGLONG call_id = sequence ? make_call_id(sequence) : 0;
+    struct filter_wrapper wrapper;
     ICancelMethodCalls *cancel;
-    BOOL cancellable, mta;
+    BOOL cancellable, mta, transport, wrapped;
     HRESULT hr;
 
     TlsSetValue(pending_call_tls, NULL);
@@ -795,24 +863,32 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     }
 
     mta = caller_in_mta();
-    /* An MTA caller is detached unless the call goes to the transport, where it can be aborted. */
-    if (cancellable && mta && !TlsGetValue(transport_tls))
+    transport = TlsGetValue(transport_tls) != NULL;
+    wrapped = !mta && wrap_filter(&wrapper, cancel);
+    /*
+     * A call that can be cancelled and stays in the process runs on a fiber
+     * of this thread (or, failing that, an MTA caller's on an engine
+     * thread); one that goes to the transport stays on the thread, and a
+     * cancel aborts it there.
+     */
+    if ((cancellable || wrapped) && !transport &&
+        (hr = send_receive_fiber(iface, msg, status, cancel)) != E_NOTIMPL)
+        ;
+    else if (cancellable && mta && !transport)
         hr = send_receive_detached(iface, msg, status, cancel);
     else
     {
-        struct filter_wrapper wrapper;
-        struct transport_call transport;
-        BOOL wrapped = !mta && wrap_filter(&wrapper, cancel);
+        struct transport_call transport_call;
         BOOL watched = cancellable || wrapped;
 
-        if (watched) transport_watch(&transport, msg, call_id);
+        if (watched) transport_watch(&transport_call, msg, call_id);
         hr = real_SendReceive(iface, msg, status);
-        if (watched) transport_unwatch(&transport);
-        if (wrapped) unwrap_filter(&wrapper);
+        if (watched) transport_unwatch(&transport_call);
         /* Cancelled while it ran: whatever came back is not delivered (the
          * proxy's FreeBuffer releases it as for any failed call). */
         if (CocancelCompleteCall(cancel) == RPC_E_CALL_CANCELED) hr = RPC_E_CALL_CANCELED;
     }
+    if (wrapped) unwrap_filter(&wrapper);
 
     cancel_object_pop(cancel);
     ICancelMethodCalls_Release(cancel);

@@ -27,6 +27,7 @@ void cancel_thread_detach(void);
 void cancel_init(void);
 HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
 HANDLE cancel_object_event(ICancelMethodCalls *cancel);
+HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel);
 void cancel_object_abort(ICancelMethodCalls *cancel);
 enum cc_state cancel_object_state(ICancelMethodCalls *cancel);
 HRESULT cancel_object_push(ICancelMethodCalls *cancel);
@@ -49,6 +50,7 @@ void async_client_fill(REFIID riid);
 BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
                         HRESULT *hr);
 void async_get_status(struct cocancel_status *status);
+HRESULT async_run_task(void (*task)(void *), void *arg, HANDLE release);
 
 /* patch.c */
 struct api_export

@@ -871,7 +871,7 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
      * thread); one that goes to the transport stays on the thread, and a
      * cancel aborts it there.
      */
-    if ((cancellable || wrapped) && !transport &&
+    if ((cancellable || wrapped) && (!transport || !mta) &&
         (hr = send_receive_fiber(iface, msg, status, cancel)) != E_NOTIMPL)
         ;
     else if (cancellable && mta && !transport)

@@ -759,12 +759,45 @@ static void release_worker(struct fiber_call *fc)
     HeapFree(GetProcessHeap(), 0, worker);
 }
 
+static void reap_orphans(void);
+static void unwatch_reply(struct fiber_call *fc);
+
+/*
+ * The thread ends: abandoned calls whose replies came are finished; the
+ * others can never be (their state is the thread's), so they leave the
+ * list, where a later thread with the same id would otherwise find them,
+ * and are leaked.
+ */
+static void drop_orphans(void)
+{
+    DWORD tid = GetCurrentThreadId();
+    struct fiber_call *fc, **link;
+
+    reap_orphans();
+    for (;;)
+    {
+        EnterCriticalSection(&call_lock);
+        for (link = &orphans; (fc = *link); link = &fc->next_orphan)
+            if (fc->owner_tid == tid) break;
+        if (fc)
+        {
+            *link = fc->next_orphan;
+            InterlockedDecrement(&orphan_count);
+        }
+        LeaveCriticalSection(&call_lock);
+        if (!fc) return;
+        WARN("thread ends before the reply of abandoned call %p: its state is leaked\n", fc);
+        unwatch_reply(fc);
+    }
+}
+
 void async_thread_detach(void)
 {
     struct thread_fibers *fibers = thread_fibers(FALSE);
     struct worker_fiber *worker;
 
     if (!fibers) return;
+    if (InterlockedCompareExchange(&orphan_count, 0, 0)) drop_orphans();
     while ((worker = fibers->idle))
     {
         fibers->idle = worker->next;

@@ -331,9 +331,9 @@ struct cancel_object
 };
 
 /*
- * Events that tell only of a cancel, kept for reuse: a caller waiting for
- * its call and for a cancel takes one per call, and a call nobody cancels
- * then costs no kernel object and no event operation at all.
+ * Manual-reset events kept for reuse (cancel objects take one per call
+ * somebody waits for): no kernel object is created or closed per call, and
+ * a 'cancelled' event of a call nobody cancels needs no operation at all.
  */
 #define MAX_POOLED_EVENTS 64
 
@@ -405,10 +405,10 @@ static HANDLE settled_event(struct cancel_object *object)
     HANDLE event = object->settled, previous;
 
     if (event) return event;
-    if (!(event = CreateEventW(NULL, TRUE, FALSE, NULL))) return NULL;
+    if (!(event = take_event())) return NULL;
     if ((previous = InterlockedCompareExchangePointer(&object->settled, event, NULL)))
     {
-        CloseHandle(event);
+        give_back_event(event);
         return previous;
     }
     if (object_settled(object)) SetEvent(event);
@@ -480,7 +480,11 @@ static ULONG WINAPI cancel_object_Release(ICancelMethodCalls *iface)
     TRACE("%p, refcount %lu\n", iface, refcount);
     if (!refcount)
     {
-        if (object->settled) CloseHandle(object->settled);
+        if (object->settled)
+        {
+            ResetEvent(object->settled);
+            give_back_event(object->settled);
+        }
         if (object->cancelled)
         {
             if (object->cancel_signalled) ResetEvent(object->cancelled);

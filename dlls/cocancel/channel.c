@@ -774,13 +774,15 @@ static void unwrap_filter(struct filter_wrapper *wrapper)
 
 /*
  * A call run on a worker fiber of the caller's own thread (async.c's
- * tasks): Wine's SendReceive, with its state, lives on the fiber's stack,
- * and while it waits for the reply the thread waits for that and for the
- * call's cancel.  A cancel releases the caller at once; the fiber stays
- * parked until the reply comes and is finished by the thread later.  The
- * call keeps the caller's thread and apartment (an STA caller can be
- * released from a call into its own process's STAs), and costs no thread
- * switch.  Same record and deferred FreeBuffer as a detached call.
+ * tasks): Wine's SendReceive runs on the fiber, and while it waits for the
+ * reply the thread waits for that and for the call's cancel.  A cancel
+ * releases the caller at once; the fiber stays parked until the reply comes
+ * and is finished by the thread the next time it makes a call (Wine's code
+ * after the wait uses the thread's COM data, so no other thread may).  The
+ * call keeps the caller's apartment, which is what lets an STA caller be
+ * released from a call into an STA of its own process: Wine posts those,
+ * and waits in the caller.  Same record and deferred FreeBuffer as a
+ * detached call.
  */
 static void fiber_task(void *arg)
 {
@@ -866,12 +868,15 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     transport = TlsGetValue(transport_tls) != NULL;
     wrapped = !mta && wrap_filter(&wrapper, cancel);
     /*
-     * A call that can be cancelled and stays in the process runs on a fiber
-     * of this thread (or, failing that, an MTA caller's on an engine
-     * thread); one that goes to the transport stays on the thread, and a
-     * cancel aborts it there.
+     * A cancellable call that stays in the process runs on an engine thread
+     * (an MTA caller's) or on a fiber of the caller's thread (an STA
+     * caller's, whose call must be made from its apartment); one that goes
+     * to the transport stays on the thread, and a cancel aborts it there.
+     * An engine thread owns its abandoned calls whatever becomes of the
+     * caller; a fiber's abandoned call is finished by the caller's thread,
+     * so it is used only where nothing else can release the caller.
      */
-    if ((cancellable || wrapped) && (!transport || !mta) &&
+    if ((cancellable || wrapped) && !mta && !transport &&
         (hr = send_receive_fiber(iface, msg, status, cancel)) != E_NOTIMPL)
         ;
     else if (cancellable && mta && !transport)

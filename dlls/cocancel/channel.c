@@ -375,7 +375,9 @@ struct detached_call
 };
 
 static SLIST_HEADER work_queue;
-static HANDLE work_semaphore;
+/* Bumped for each call queued; idle workers wait for it to change.  Address
+ * waits, unlike kernel objects, cost Wine no round trip to its server. */
+static LONG work_sequence;
 static LONG idle_workers;
 static CRITICAL_SECTION orphan_cs;
 static struct detached_call *orphans;
@@ -398,8 +400,13 @@ static DWORD WINAPI worker_thread(void *arg)
         struct detached_call *call;
 
         InterlockedIncrement(&idle_workers);
-        WaitForSingleObject(work_semaphore, INFINITE);
-        if (!(call = (struct detached_call *)InterlockedPopEntrySList(&work_queue))) continue;
+        for (;;)
+        {
+            LONG seen = InterlockedCompareExchange(&work_sequence, 0, 0);
+
+            if ((call = (struct detached_call *)InterlockedPopEntrySList(&work_queue))) break;
+            WaitOnAddress(&work_sequence, &seen, sizeof(seen), INFINITE);
+        }
 
         /* The thread never initialises COM, so it runs in the process's MTA. */
         call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
@@ -425,7 +432,8 @@ static BOOL submit(struct detached_call *call)
         InterlockedDecrement(&idle_workers);
     }
     InterlockedPushEntrySList(&work_queue, &call->entry);
-    ReleaseSemaphore(work_semaphore, 1, NULL);
+    InterlockedIncrement(&work_sequence);
+    WakeByAddressSingle(&work_sequence);
     return TRUE;
 }
 
@@ -453,10 +461,8 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
                                      ICancelMethodCalls *cancel)
 {
     struct detached_call *call;
-    HANDLE settled;
     HRESULT hr;
 
-    if (!(settled = cancel_object_event(cancel))) return real_SendReceive(chan, msg, status);
     if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT)))
         return real_SendReceive(chan, msg, status);
     memset(call, 0, sizeof(*call));
@@ -474,7 +480,7 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
         return real_SendReceive(chan, msg, status);
     }
 
-    WaitForSingleObject(settled, INFINITE);
+    cancel_object_wait(cancel);
     if (cancel_object_state(cancel) == CC_COMPLETE)
     {
         *msg = call->msg;
@@ -1361,9 +1367,8 @@ void channel_init(void)
     next_sequence = GetTickCount() & 0xffffff;
     InitializeSListHead(&work_queue);
     InitializeCriticalSection(&orphan_cs);
-    work_semaphore = CreateSemaphoreW(NULL, 0, 0x7fffffff, NULL);
     discovery_done = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!p_CoRegisterChannelHook || pending_call_tls == TLS_OUT_OF_INDEXES || !work_semaphore || !discovery_done)
+    if (!p_CoRegisterChannelHook || pending_call_tls == TLS_OUT_OF_INDEXES || !discovery_done)
     {
         ERR("cannot set up call interception\n");
         return;

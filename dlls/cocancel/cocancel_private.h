@@ -28,6 +28,7 @@ void cancel_init(void);
 HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
 HANDLE cancel_object_event(ICancelMethodCalls *cancel);
 HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel);
+void cancel_object_wait(ICancelMethodCalls *cancel);
 void cancel_object_abort(ICancelMethodCalls *cancel);
 enum cc_state cancel_object_state(ICancelMethodCalls *cancel);
 HRESULT cancel_object_push(ICancelMethodCalls *cancel);

@@ -368,6 +368,8 @@ struct detached_call
     ULONG status;
     HRESULT hr;
     ICancelMethodCalls *cancel;
+    ULONGLONG call_id;
+    BOOL transport;                 /* the call goes through rpcrt4: a cancel also aborts it there */
     RPCOLEMESSAGE *caller_msg;      /* while orphaned: the caller's message, whose FreeBuffer is skipped */
     void *caller_state;
     BOOL orphaned;
@@ -393,6 +395,19 @@ static void detached_release(struct detached_call *call)
     _aligned_free(call);
 }
 
+/* A call in the RPC transport that a cancel may abort (see channel_abort_call). */
+struct transport_call
+{
+    struct transport_call *next;
+    RPCOLEMESSAGE *msg;
+    ULONGLONG call_id;
+    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
+    BOOL entered, left;
+};
+
+static void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id);
+static void transport_unwatch(struct transport_call *call);
+
 static DWORD WINAPI worker_thread(void *arg)
 {
     for (;;)
@@ -409,7 +424,15 @@ static DWORD WINAPI worker_thread(void *arg)
         }
 
         /* The thread never initialises COM, so it runs in the process's MTA. */
-        call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+        if (call->transport)
+        {
+            struct transport_call watch;
+
+            transport_watch(&watch, &call->msg, call->call_id);
+            call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+            transport_unwatch(&watch);
+        }
+        else call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
         if (CocancelCompleteCall(call->cancel) != S_OK)
             TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
         detached_release(call);
@@ -458,7 +481,7 @@ static HRESULT orphan_call(struct detached_call *call, RPCOLEMESSAGE *msg, ULONG
 }
 
 static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                     ICancelMethodCalls *cancel)
+                                     ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
 {
     struct detached_call *call;
     HRESULT hr;
@@ -466,6 +489,8 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
     if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT)))
         return real_SendReceive(chan, msg, status);
     memset(call, 0, sizeof(*call));
+    call->call_id = call_id;
+    call->transport = transport;
     call->refcount = 2;
     call->chan = chan;
     IRpcChannelBuffer_AddRef(chan);
@@ -502,15 +527,6 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
  * finishes the call itself, with an error, and closes that connection, so
  * the next call on the proxy gets a connection (and reply) of its own.
  */
-
-struct transport_call
-{
-    struct transport_call *next;
-    RPCOLEMESSAGE *msg;
-    ULONGLONG call_id;
-    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
-    BOOL entered, left;
-};
 
 static RPC_STATUS (WINAPI *real_I_RpcSendReceive)(RPC_MESSAGE *);
 static RPC_STATUS (WINAPI *real_I_RpcGetBuffer)(RPC_MESSAGE *);
@@ -874,19 +890,19 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     transport = TlsGetValue(transport_tls) != NULL;
     wrapped = !mta && wrap_filter(&wrapper, cancel);
     /*
-     * A cancellable call that stays in the process runs on an engine thread
-     * (an MTA caller's) or on a fiber of the caller's thread (an STA
-     * caller's, whose call must be made from its apartment); one that goes
-     * to the transport stays on the thread, and a cancel aborts it there.
-     * An engine thread owns its abandoned calls whatever becomes of the
-     * caller; a fiber's abandoned call is finished by the caller's thread,
-     * so it is used only where nothing else can release the caller.
+     * An MTA caller's cancellable call runs on an engine thread (in the
+     * MTA too), which owns it once abandoned, whatever becomes of the
+     * caller; in the transport a cancel also aborts it there, to free that
+     * thread.  An STA caller's call must be made from its apartment: into
+     * an STA of the process it runs on a fiber of the caller's thread
+     * (nothing else can release the caller), into the transport it stays
+     * on the thread and a cancel aborts it there.
      */
     if ((cancellable || wrapped) && !mta && !transport &&
         (hr = send_receive_fiber(iface, msg, status, cancel)) != E_NOTIMPL)
         ;
-    else if (cancellable && mta && !transport)
-        hr = send_receive_detached(iface, msg, status, cancel);
+    else if (cancellable && mta)
+        hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);
     else
     {
         struct transport_call transport_call;

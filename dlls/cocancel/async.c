@@ -864,6 +864,12 @@ static void reap_orphans(void)
     }
 }
 
+/* Finishes this thread's abandoned calls whose replies have come (any proxied call does). */
+void async_reap(void)
+{
+    if (InterlockedCompareExchange(&orphan_count, 0, 0)) reap_orphans();
+}
+
 static void watch_reply(struct fiber_call *fc);
 
 /* Hands a call that still waits for its reply to its thread's clean-up. */

@@ -359,6 +359,19 @@ static IChannelHook channel_hook = { &hook_vtbl };
  * Calls detached from an MTA caller.
  */
 
+/* A call in the RPC transport that a cancel may abort (see channel_abort_call). */
+struct transport_call
+{
+    struct transport_call *next;
+    RPCOLEMESSAGE *msg;
+    ULONGLONG call_id;
+    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
+    BOOL entered, left;
+};
+
+static void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id);
+static void transport_unwatch(struct transport_call *call);
+
 struct detached_call
 {
     SLIST_ENTRY entry;              /* in the work queue */
@@ -370,6 +383,7 @@ struct detached_call
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
     BOOL transport;                 /* the call goes through rpcrt4: a cancel also aborts it there */
+    struct transport_call watch;    /* ... found there by this (a fiber's call) */
     RPCOLEMESSAGE *caller_msg;      /* while orphaned: the caller's message, whose FreeBuffer is skipped */
     void *caller_state;
     BOOL orphaned;
@@ -394,19 +408,6 @@ static void detached_release(struct detached_call *call)
     ICancelMethodCalls_Release(call->cancel);
     _aligned_free(call);
 }
-
-/* A call in the RPC transport that a cancel may abort (see channel_abort_call). */
-struct transport_call
-{
-    struct transport_call *next;
-    RPCOLEMESSAGE *msg;
-    ULONGLONG call_id;
-    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
-    BOOL entered, left;
-};
-
-static void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id);
-static void transport_unwatch(struct transport_call *call);
 
 static DWORD WINAPI worker_thread(void *arg)
 {
@@ -810,7 +811,9 @@ static void fiber_task(void *arg)
 {
     struct detached_call *call = arg;
 
+    if (call->transport) transport_watch(&call->watch, &call->msg, call->call_id);
     call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+    if (call->transport) transport_unwatch(&call->watch);
     if (CocancelCompleteCall(call->cancel) != S_OK)
         TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
     detached_release(call);
@@ -818,7 +821,7 @@ static void fiber_task(void *arg)
 
 /* E_NOTIMPL when the call cannot run on a fiber here (nothing was sent). */
 static HRESULT send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                  ICancelMethodCalls *cancel)
+                                  ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
 {
     struct detached_call *call;
     HANDLE cancelled;
@@ -827,6 +830,8 @@ static HRESULT send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, U
     if (!(cancelled = cancel_object_cancelled_event(cancel))) return E_NOTIMPL;
     if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT))) return E_NOTIMPL;
     memset(call, 0, sizeof(*call));
+    call->call_id = call_id;
+    call->transport = transport;
     call->refcount = 2;
     call->chan = chan;
     IRpcChannelBuffer_AddRef(chan);
@@ -878,6 +883,7 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     TlsSetValue(pending_call_tls, NULL);
     /* The request of an asynchronous call is the call engine's. */
     if (async_send_receive(iface, msg, status, call_id, &hr)) return hr;
+    async_reap();
     cancellable = cancellation_enabled();
     if (FAILED(cancel_object_create(cancellable, call_id, &cancel))) return real_SendReceive(iface, msg, status);
     if (FAILED(cancel_object_push(cancel)))
@@ -892,14 +898,14 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     /*
      * An MTA caller's cancellable call runs on an engine thread (in the
      * MTA too), which owns it once abandoned, whatever becomes of the
-     * caller; in the transport a cancel also aborts it there, to free that
-     * thread.  An STA caller's call must be made from its apartment: into
-     * an STA of the process it runs on a fiber of the caller's thread
-     * (nothing else can release the caller), into the transport it stays
-     * on the thread and a cancel aborts it there.
+     * caller.  An STA caller's call must be made from its apartment: it
+     * runs on a fiber of the caller's thread, which only that thread can
+     * finish once abandoned (a thread that ends first leaks it).  Either
+     * way a cancel also aborts a call in the RPC transport, which ends it
+     * there soon.
      */
-    if ((cancellable || wrapped) && !mta && !transport &&
-        (hr = send_receive_fiber(iface, msg, status, cancel)) != E_NOTIMPL)
+    if ((cancellable || wrapped) && !mta &&
+        (hr = send_receive_fiber(iface, msg, status, cancel, call_id, transport)) != E_NOTIMPL)
         ;
     else if (cancellable && mta)
         hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);

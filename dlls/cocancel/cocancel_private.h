@@ -52,6 +52,7 @@ BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *stat
                         HRESULT *hr);
 void async_get_status(struct cocancel_status *status);
 HRESULT async_run_task(void (*task)(void *), void *arg, HANDLE release);
+void async_reap(void);
 
 /* patch.c */
 struct api_export

@@ -668,15 +668,16 @@ static void test_cancel_timeout(void)
 }
 
 /* Many cancelled calls leave no threads or handles behind. */
-static void test_repeated_cancel(void)
+static void test_repeated_cancel(DWORD client_model, DWORD host_model)
 {
     struct client client;
     struct host host;
     HANDLE probe_before, probe_after;
     unsigned int i, released = 0;
 
-    start_host(&host, COINIT_APARTMENTTHREADED);
-    start_client(&client, &host, COINIT_MULTITHREADED, TRUE);
+    winetest_push_context("%s client, %s object", model_name(client_model), model_name(host_model));
+    start_host(&host, host_model);
+    start_client(&client, &host, client_model, TRUE);
 
     /* Warm up, so that lazily created per-process state is not counted. */
     for (i = 0; i < 5; i++)
@@ -711,6 +712,7 @@ static void test_repeated_cancel(void)
 
     stop_client(&client);
     stop_host(&host);
+    winetest_pop_context();
 }
 
 static void open_server_events(void)
@@ -1135,7 +1137,9 @@ START_TEST(cancelcall)
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, FALSE);
     test_cancel_timeout();
-    test_repeated_cancel();
+    test_repeated_cancel(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
+    test_repeated_cancel(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+    test_repeated_cancel(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_cancel_parameters(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_cancel_parameters(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_MULTITHREADED);

@@ -786,8 +786,22 @@ static void drop_orphans(void)
         }
         LeaveCriticalSection(&call_lock);
         if (!fc) return;
-        WARN("thread ends before the reply of abandoned call %p: its state is leaked\n", fc);
         unwatch_reply(fc);
+        if (fc->task && fc->worker)
+        {
+            /* A task's messages and Wine's state of the call are on the
+             * heap, where the late reply goes: only its records leak, and
+             * the fiber, which nothing will resume, is freed. */
+            struct thread_fibers *fibers = thread_fibers(FALSE);
+
+            WARN("thread ends before the reply of abandoned call %p: its records are leaked\n", fc);
+            DeleteFiber(fc->worker->fiber);
+            HeapFree(GetProcessHeap(), 0, fc->worker);
+            fc->worker = NULL;
+            if (fibers) fibers->live--;
+        }
+        /* A proxy method's message is on the fiber's stack: all of it stays. */
+        else WARN("thread ends before the reply of abandoned call %p: its state is leaked\n", fc);
     }
 }
 

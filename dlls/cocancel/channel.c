@@ -801,11 +801,13 @@ static void unwrap_filter(struct filter_wrapper *wrapper)
  * reply the thread waits for that and for the call's cancel.  A cancel
  * releases the caller at once; the fiber stays parked until the reply comes
  * and is finished by the thread the next time it makes a call (Wine's code
- * after the wait uses the thread's COM data, so no other thread may).  The
- * call keeps the caller's apartment, which is what lets an STA caller be
- * released from a call into an STA of its own process: Wine posts those,
- * and waits in the caller.  Same record and deferred FreeBuffer as a
- * detached call.
+ * after the wait uses the thread's COM data, so no other thread may; a
+ * thread that ends first leaves the records of the call behind, see
+ * async.c).  The call keeps the caller's apartment, which is what lets an
+ * STA caller be released from a call into an STA of its own process (Wine
+ * posts those and waits in the caller), and costs no thread switch.  The
+ * message Wine works on is the record's copy, on the heap, never on the
+ * fiber's stack.  Same record and deferred FreeBuffer as a detached call.
  */
 static void fiber_task(void *arg)
 {
@@ -896,15 +898,11 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
     transport = TlsGetValue(transport_tls) != NULL;
     wrapped = !mta && wrap_filter(&wrapper, cancel);
     /*
-     * An MTA caller's cancellable call runs on an engine thread (in the
-     * MTA too), which owns it once abandoned, whatever becomes of the
-     * caller.  An STA caller's call must be made from its apartment: it
-     * runs on a fiber of the caller's thread, which only that thread can
-     * finish once abandoned (a thread that ends first leaks it).  Either
-     * way a cancel also aborts a call in the RPC transport, which ends it
-     * there soon.
+     * A call that can be cancelled runs on a fiber of the caller's thread
+     * (failing that, an MTA caller's on an engine thread); a cancel also
+     * aborts a call in the RPC transport, which ends it there soon.
      */
-    if ((cancellable || wrapped) && !mta &&
+    if ((cancellable || wrapped) &&
         (hr = send_receive_fiber(iface, msg, status, cancel, call_id, transport)) != E_NOTIMPL)
         ;
     else if (cancellable && mta)

@@ -365,6 +365,7 @@ struct client
     HANDLE go, finished, thread;
     DWORD tid;
     BOOL exit_after_call;       /* the thread ends as soon as its call returns */
+    BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
     enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
@@ -436,7 +437,7 @@ static DWORD WINAPI client_thread(void *arg)
     }
     if (client->enable) CoDisableCallCancellation(NULL);
     if (client->filter) CoRegisterMessageFilter(NULL, NULL);
-    IClassFactory_Release(client->proxy);
+    if (!client->keep_proxy) IClassFactory_Release(client->proxy);
     CoUninitialize();
     return 0;
 }
@@ -1031,17 +1032,20 @@ static void test_thread_exit_during_cancel(void)
     unsigned int i, released = 0, exited = 0;
     HRESULT hr;
 
-    for (i = 0; i < 20; i++)
+    for (i = 0; i < 21; i++)
     {
         /* The exiting thread releases its proxy, a call the object's
          * apartment must serve: an STA host only can once its server
-         * method has stopped (on the cancel), an MTA host at any time. */
-        BOOL sta_host = i % 2;
+         * method has stopped (on the cancel), an MTA host at any time.
+         * Every third thread ends while an STA still runs the abandoned
+         * call (and leaves its proxy to the host). */
+        BOOL sta_host = i % 3 != 0, busy = i % 3 == 2;
 
         start_host(&host, sta_host ? COINIT_APARTMENTTHREADED : COINIT_MULTITHREADED);
         start_client(&client, &host, sta_host ? COINIT_MULTITHREADED : COINIT_APARTMENTTHREADED, TRUE);
         client.exit_after_call = TRUE;
-        reset_server(sta_host);
+        client.keep_proxy = busy;
+        reset_server(sta_host && !busy);
         if (!begin_slow_call(&client))
         {
             ok(0, "the call did not reach the server\n");
@@ -1090,8 +1094,8 @@ static void test_thread_exit_during_cancel(void)
         CloseHandle(client.finished);
         stop_host(&host);
     }
-    ok(released == 20, "%u of 20 calls were released by the cancel\n", released);
-    ok(exited == 20, "%u of 20 threads exited\n", exited);
+    ok(released == i, "%u of %u calls were released by the cancel\n", released, i);
+    ok(exited == i, "%u of %u threads exited\n", exited, i);
 }
 
 START_TEST(cancelcall)

@@ -11,6 +11,7 @@ WINE=${WINE:-wine}
 WINESERVER=${WINESERVER:-wineserver}
 CANCELS=${CANCELS:-1000}
 SOAK_CYCLES=${SOAK_CYCLES:-100000}
+ROUNDS=${ROUNDS:-3}
 export WINEPREFIX="$top/build/benchprefix"
 export WINEDEBUG=-all
 unset WINEDLLOVERRIDES
@@ -30,11 +31,19 @@ cd "$WINEPREFIX/drive_c/bench"
 bench() { timeout 900 "$WINE" bench.exe "$@" 2>/dev/null | tr -d '\r'; }
 abench() { timeout 900 "$WINE" asyncbench.exe "$@" 2>/dev/null | tr -d '\r'; }
 
-echo "stock Wine ..." >&2
-bench calls | sed 's/\tdisabled\t/\tstock\t/' > "$out/stock.tsv"
-sh "$top/tools/setup_cocancel.sh" install >/dev/null
-echo "with cocancel ..." >&2
-bench calls > "$out/shim.tsv"
+# Stock and installed alternate, so that the machine's drift over the run
+# weighs on both alike; the report takes the median of the rounds.
+: > "$out/stock.tsv"; : > "$out/shim.tsv"
+round=1
+while [ "$round" -le "$ROUNDS" ]; do
+    echo "stock Wine, round $round of $ROUNDS ..." >&2
+    bench calls | sed 's/\tdisabled\t/\tstock\t/' >> "$out/stock.tsv"
+    sh "$top/tools/setup_cocancel.sh" install >/dev/null
+    echo "with cocancel, round $round of $ROUNDS ..." >&2
+    bench calls >> "$out/shim.tsv"
+    [ "$round" -lt "$ROUNDS" ] && sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
+    round=$((round + 1))
+done
 echo "cancel latency ($CANCELS cancels per topology) ..." >&2
 bench cancel "$CANCELS" > "$out/cancel.tsv"
 echo "asynchronous calls ..." >&2
@@ -66,8 +75,19 @@ echo
         printf "%-3s %-26s %-19s %-30s %-22s %s\n", p, what, topo, figure, target, met
     }
     function verdict(ok) { return ok ? "met" : "missed" }
-    $1 == "stock"       { stock[$2] = $3; order[$2] = order[$2] ? order[$2] : ++n; topo[order[$2]] = $2 }
-    $1 == "calls"       { v[$2, $3] = $4; order[$2] = order[$2] ? order[$2] : ++n; topo[order[$2]] = $2 }
+    function median(key,    i, j, k, m, x, tmp) {
+        m = count[key]
+        for (i = 1; i <= m; i++) tmp[i] = sample[key, i]
+        for (i = 2; i <= m; i++) { x = tmp[i]; for (j = i - 1; j >= 1 && tmp[j] > x; j--) tmp[j + 1] = tmp[j]; tmp[j + 1] = x }
+        k = int((m + 1) / 2)
+        return m ? tmp[k] : 0
+    }
+    function add(t, kind, value) {
+        sample[t SUBSEP kind, ++count[t SUBSEP kind]] = value
+        order[t] = order[t] ? order[t] : ++n; topo[order[t]] = t
+    }
+    $1 == "stock"       { add($2, "stock", $3) }
+    $1 == "calls"       { add($2, $3, $4) }
     $1 == "synccancel"  { sc[$2] = $0 }
     $1 == "ratio"       { ra[$2] = $0 }
     $1 == "asynccancel" { ac[$2] = $0 }
@@ -97,14 +117,14 @@ echo
             else row("P2", "async / sync, same method", t, "no figure", "<= 1.25x", "")
         }
         for (i = 1; i <= n; i++) {
-            t = topo[i]; s = stock[t]; d = v[t, "disabled"]
+            t = topo[i]; s = median(t SUBSEP "stock"); d = median(t SUBSEP "disabled")
             if (s > 0 && d > 0)
                 row("P3", "installed-disabled / stock", t, sprintf("%.3fx (%.0f / %.0f us)", d / s, d, s),
                     "<= 1.02x", verdict(d / s <= 1.02))
             else row("P3", "installed-disabled / stock", t, "no figure", "<= 1.02x", "")
         }
         for (i = 1; i <= n; i++) {
-            t = topo[i]; d = v[t, "disabled"]; e = v[t, "enabled"]
+            t = topo[i]; d = median(t SUBSEP "disabled"); e = median(t SUBSEP "enabled")
             if (d > 0 && e > 0)
                 row("P4", "enabled / disabled", t, sprintf("%.3fx (%.0f / %.0f us)", e / d, e, d),
                     "<= 1.15x", verdict(e / d <= 1.15))
@@ -124,6 +144,7 @@ echo
         else row("P6", "soak", "MTA->STA in-proc", "no figure", "<= 1024 KiB, +0", "")
     }'
 echo
-echo "(P1 over $CANCELS cancels per topology; P2-P4 medians of 9 rounds; P5 resident memory per call;"
+echo "(P1 over $CANCELS cancels per topology; P2 medians of 9 rounds; P3-P4 medians of $ROUNDS runs of 9 rounds,"
+echo " stock and installed alternating; P5 resident memory per call;"
 echo " P6 the process's own counters: heap bytes in use (HeapWalk), committed private memory (VirtualQuery),
  working set, handles and threads, from a tenth of the way in, each time after the abandoned calls ended.)"

@@ -76,6 +76,16 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
     return S_OK;
 }
 
+/* rand() keeps its state per thread: each client seeds its own, or every
+ * run would replay the same sequence. */
+static void seed_thread(void)
+{
+    LARGE_INTEGER now;
+
+    QueryPerformanceCounter(&now);
+    srand((unsigned int)now.QuadPart ^ GetCurrentThreadId());
+}
+
 struct job
 {
     DWORD client_model;
@@ -242,6 +252,7 @@ static DWORD WINAPI client_thread(void *arg)
     unsigned int i, k;
     DWORD cookie;
 
+    seed_thread();
     CoInitializeEx(NULL, job->client_model);
     cookie = register_ps();
     if (job->stream) CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
@@ -374,6 +385,7 @@ static DWORD WINAPI sync_client(void *arg)
     HRESULT hr;
     int sum;
 
+    seed_thread();
     CoInitializeEx(NULL, job->client_model);
     cookie = register_ps();
     if (job->stream) CoGetInterfaceAndReleaseStream(job->stream, &IID_ICcAsyncTest, (void **)&proxy);
@@ -483,7 +495,6 @@ START_TEST(asyncstress)
     struct job job;
 
     pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
-    srand(GetTickCount());
     init_ps();
     start_local_server();
     for (i = 0; i < ARRAY_SIZE(models); i++)
@@ -550,7 +561,6 @@ START_TEST(syncstress)
         win_skip("CoCancelCall is not available\n");
         return;
     }
-    srand(GetTickCount());
     init_ps();
     start_local_server();
     for (i = 0; i < ARRAY_SIZE(models); i++)

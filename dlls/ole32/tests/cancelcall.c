@@ -31,6 +31,7 @@ static const CLSID CLSID_CancelServer = {0x3c1e7d40, 0x51a8, 0x4b6e, {0x9b, 0x77
 static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
 static HRESULT (WINAPI *pCoTestCancel)(void);
 static HRESULT (WINAPI *pCoGetCancelObject)(DWORD, REFIID, void **);
+static HRESULT (WINAPI *pCoSetCancelObject)(IUnknown *);
 
 #define SLOW_RESULT  0x8004c0deu   /* CreateInstance's own result when nobody cancels */
 #define ABORT_RESULT E_ABORT       /* ... when it saw the cancel and stopped */
@@ -260,6 +261,38 @@ static const IErrorLogVtbl log_vtbl = { log_QueryInterface, log_AddRef, log_Rele
 
 static IErrorLog error_log = { &log_vtbl };
 
+/* A cancel object of the client's own, registered around a call (a scope). */
+static LONG scope_cancels;
+
+static HRESULT WINAPI scope_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICancelMethodCalls))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI scope_AddRef(ICancelMethodCalls *iface) { return 2; }
+static ULONG WINAPI scope_Release(ICancelMethodCalls *iface) { return 1; }
+
+static HRESULT WINAPI scope_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    InterlockedIncrement(&scope_cancels);
+    return S_OK;
+}
+
+static HRESULT WINAPI scope_TestCancel(ICancelMethodCalls *iface) { return RPC_S_CALLPENDING; }
+
+static const ICancelMethodCallsVtbl scope_vtbl =
+{
+    scope_QueryInterface, scope_AddRef, scope_Release, scope_Cancel, scope_TestCancel,
+};
+
+static ICancelMethodCalls scope = { &scope_vtbl };
+
 /* The apartment that hosts the object: a thread that pumps messages (STA) or just waits (MTA). */
 struct host
 {
@@ -366,6 +399,7 @@ struct client
     DWORD tid;
     BOOL exit_after_call;       /* the thread ends as soon as its call returns */
     BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
+    IUnknown *scope;            /* a cancel object the thread registers around each call */
     enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
@@ -403,6 +437,7 @@ static HRESULT dispatch_call(struct client *client)
 static DWORD WINAPI client_thread(void *arg)
 {
     struct client *client = arg;
+    BOOL scoped = FALSE;        /* client->scope is registered until the next request */
     HRESULT hr;
     void *unk;
 
@@ -419,8 +454,11 @@ static DWORD WINAPI client_thread(void *arg)
 
         while (MsgWaitForMultipleObjects(1, &client->go, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
             while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+        if (scoped) pCoSetCancelObject(NULL);
+        scoped = FALSE;
         if (client->what == CALL_EXIT) break;
         start = GetTickCount();
+        if (client->scope) scoped = pCoSetCancelObject(client->scope) == S_OK;
         if (client->what == CALL_SLOW)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IUnknown, &unk);
         else if (client->what == CALL_QUERY)
@@ -435,6 +473,7 @@ static DWORD WINAPI client_thread(void *arg)
         SetEvent(client->finished);
         if (client->exit_after_call) break;
     }
+    if (scoped) pCoSetCancelObject(NULL);
     if (client->enable) CoDisableCallCancellation(NULL);
     if (client->filter) CoRegisterMessageFilter(NULL, NULL);
     if (!client->keep_proxy) IClassFactory_Release(client->proxy);
@@ -577,6 +616,28 @@ static void test_cancel_object_during_call(DWORD client_model, DWORD host_model)
         ok(hr == RPC_E_CALL_COMPLETE || hr == CO_E_CANCEL_DISABLED, "got %#lx\n", hr);
         ICancelMethodCalls_Release(cancel);
     }
+
+    /*
+     * A call inside a scope of the thread's own cancel object: while it
+     * runs, the call's object is the innermost one and a cancel goes to it;
+     * after it, the thread's own is found again.
+     */
+    client.scope = (IUnknown *)&scope;
+    scope_cancels = 0;
+    reset_server(TRUE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel);
+    ok(hr == S_OK && cancel != &scope, "got %#lx, %p (the thread's own: %p)\n", hr, cancel, &scope);
+    if (hr == S_OK) ICancelMethodCalls_Release(cancel);
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == CO_E_CANCEL_DISABLED, "got %#lx\n", hr);
+    ok(!scope_cancels, "the thread's own object was cancelled\n");
+    SetEvent(server.release);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == SLOW_RESULT, "got %#lx\n", client.hr);
+    hr = pCoGetCancelObject(client.tid, &IID_ICancelMethodCalls, (void **)&cancel);
+    ok(hr == S_OK && cancel == &scope, "after the call got %#lx, %p (the thread's own: %p)\n", hr, cancel, &scope);
+    client.scope = NULL;
 
     /* The quick method sees a call context, and no cancel. */
     client_call(&client, CALL_QUICK);
@@ -1107,7 +1168,8 @@ START_TEST(cancelcall)
     pCoCancelCall = (void *)GetProcAddress(ole32, "CoCancelCall");
     pCoTestCancel = (void *)GetProcAddress(ole32, "CoTestCancel");
     pCoGetCancelObject = (void *)GetProcAddress(ole32, "CoGetCancelObject");
-    if (!pCoCancelCall || !pCoTestCancel || !pCoGetCancelObject)
+    pCoSetCancelObject = (void *)GetProcAddress(ole32, "CoSetCancelObject");
+    if (!pCoCancelCall || !pCoTestCancel || !pCoGetCancelObject || !pCoSetCancelObject)
     {
         win_skip("the call-cancellation API is not available\n");
         return;

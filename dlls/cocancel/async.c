@@ -624,7 +624,19 @@ struct call_object
     IUnknown *sync;                 /* the proxy's synchronous interface */
     struct cc_call state;
     HANDLE event;                   /* manual reset: the call completed or was cancelled */
+    HANDLE wake_event;              /* manual reset: wakes Finish_'s wait: a cancel, or a reply the pool took */
     BOOL watched;                   /* the event handle was handed out */
+    /*
+     * The event is set only once somebody may wait on it (event_needed:
+     * ISynchronize::Wait, the handle, a cancel with grace, Finish_ without
+     * its fiber); until then a completion is only noted (lazy_signal) and
+     * set by whoever comes to need it.  A Begin_/Finish_ round trip thus
+     * costs no event operation.
+     */
+    LONG event_needed;
+    LONG lazy_signal;
+    LONG event_maybe_set;           /* to reset at the next Begin_ */
+    LONG wake_event_set;
     struct fiber_call *call;
 };
 
@@ -899,12 +911,39 @@ static void orphan(struct fiber_call *fc)
     LeaveCriticalSection(&call_lock);
 }
 
+static void set_event(struct call_object *obj)
+{
+    InterlockedExchange(&obj->event_maybe_set, 1);
+    SetEvent(obj->event);
+}
+
+/* Wakes a Finish_ that waits for the reply itself. */
+static void wake_finish(struct call_object *obj)
+{
+    InterlockedExchange(&obj->wake_event_set, 1);
+    SetEvent(obj->wake_event);
+}
+
+/* Somebody is about to wait on the event, or to hand it out: it must tell the truth from now on. */
+static void need_event(struct call_object *obj)
+{
+    InterlockedExchange(&obj->event_needed, 1);
+    if (InterlockedExchange(&obj->lazy_signal, 0)) set_event(obj);
+}
+
 /* Marks the call object's call done (completed or cancelled) and tells whoever waits. */
 static void signal_done(struct call_object *obj)
 {
     ISynchronize *sync = NULL;
 
-    SetEvent(obj->event);
+    /* Published before need_event() looks, or seen by it: one of the two sets the event. */
+    if (InterlockedCompareExchange(&obj->event_needed, 0, 0)) set_event(obj);
+    else
+    {
+        InterlockedExchange(&obj->lazy_signal, 1);
+        if (InterlockedCompareExchange(&obj->event_needed, 0, 0) && InterlockedExchange(&obj->lazy_signal, 0))
+            set_event(obj);
+    }
     /* An aggregated call object tells its outer object, as on Windows. */
     if (obj->outer != &obj->IUnknown_inner &&
         SUCCEEDED(IUnknown_QueryInterface(obj->outer, &IID_ISynchronize, (void **)&sync)))
@@ -938,10 +977,17 @@ static void note_reply(struct fiber_call *fc)
     }
 }
 
-/* Thread pool: Wine's event for the parked call was signalled. */
+/* Thread pool: Wine's event for the parked call was signalled (and is taken). */
 static void CALLBACK reply_arrived(void *arg, BOOLEAN timeout)
 {
-    note_reply(arg);
+    struct fiber_call *fc = arg;
+    struct call_object *obj;
+
+    note_reply(fc);
+    /* A Finish_ waiting for the same event would never see it now. */
+    EnterCriticalSection(&call_lock);
+    if ((obj = fc->obj)) wake_finish(obj);
+    LeaveCriticalSection(&call_lock);
 }
 
 /* ---------------------------------------------------------------------
@@ -1302,7 +1348,9 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
 
     reap_orphans();
     if (cc_call_begin(&obj->state, TRUE) != CC_OK) return RPC_S_CALLPENDING;
-    ResetEvent(obj->event);
+    InterlockedExchange(&obj->lazy_signal, 0);
+    if (InterlockedExchange(&obj->event_maybe_set, 0)) ResetEvent(obj->event);
+    if (InterlockedExchange(&obj->wake_event_set, 0)) ResetEvent(obj->wake_event);
 
     if (!(fc = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*fc))))
     {
@@ -1310,7 +1358,7 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
         goto failed;
     }
     fc->obj = obj;
-    fc->done_event = obj->event;
+    fc->done_event = obj->wake_event;
     /* An aggregating object is told of the completion as it happens, and
      * so is whoever holds the event handle. */
     fc->watch = obj->watched || obj->outer != &obj->IUnknown_inner;
@@ -1472,6 +1520,7 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
     state = cc_call_state(&obj->state);
     if (state != CC_COMPLETE && state != CC_CANCELLED)
     {
+        need_event(obj);
         if (FAILED(hr = wait_event(obj->event, INFINITE))) return hr;
         state = cc_call_state(&obj->state);
     }
@@ -1648,7 +1697,8 @@ static ULONG WINAPI inner_Release(IUnknown *iface)
         else orphan(fc);
     }
     IUnknown_Release(obj->sync);
-    CloseHandle(obj->event);
+    if (obj->event) CloseHandle(obj->event);
+    if (obj->wake_event) CloseHandle(obj->wake_event);
     HeapFree(GetProcessHeap(), 0, obj);
     return 0;
 }
@@ -1697,19 +1747,23 @@ static HRESULT WINAPI sync_Wait(ISynchronize *iface, DWORD flags, DWORD timeout)
 
     TRACE("%p, %#lx, %lu\n", iface, flags, timeout);
     reap_orphans();
+    need_event(obj);
     watch_call(obj);
     return CoWaitForMultipleHandles(flags, timeout, 1, &obj->event, &index);
 }
 
 static HRESULT WINAPI sync_Signal(ISynchronize *iface)
 {
-    SetEvent(impl_from_ISynchronize(iface)->event);
+    set_event(impl_from_ISynchronize(iface));
     return S_OK;
 }
 
 static HRESULT WINAPI sync_Reset(ISynchronize *iface)
 {
-    ResetEvent(impl_from_ISynchronize(iface)->event);
+    struct call_object *obj = impl_from_ISynchronize(iface);
+
+    InterlockedExchange(&obj->lazy_signal, 0);
+    ResetEvent(obj->event);
     return S_OK;
 }
 
@@ -1749,6 +1803,7 @@ static HRESULT WINAPI handle_GetHandle(ISynchronizeHandle *iface, HANDLE *handle
     /* Whoever waits on the handle must see it signalled without Finish_,
      * for this call and every later one. */
     impl_from_ISynchronizeHandle(iface)->watched = TRUE;
+    need_event(impl_from_ISynchronizeHandle(iface));
     watch_call(impl_from_ISynchronizeHandle(iface));
     *handle = impl_from_ISynchronizeHandle(iface)->event;
     return S_OK;
@@ -1798,6 +1853,7 @@ static HRESULT WINAPI cancel_Cancel(ICancelMethodCalls *iface, ULONG seconds)
     if (seconds)
     {
         /* A completion within the grace period sets the event (a cancel does not, yet). */
+        need_event(obj);
         watch_call(obj);
         WaitForSingleObject(obj->event, cc_seconds_to_ms(seconds));
         if ((status = cc_call_expire(&obj->state)) != CC_OK) return hresult_from_status(status);
@@ -1809,6 +1865,7 @@ static HRESULT WINAPI cancel_Cancel(ICancelMethodCalls *iface, ULONG seconds)
      * (its late reply is discarded).  Aborting it in the transport, as for
      * synchronous calls, breaks the connection for the calls that follow
      * when cancels come in quick succession (found by the stress test). */
+    wake_finish(obj);
     signal_done(obj);
     return S_OK;
 }
@@ -1848,7 +1905,8 @@ static HRESULT create_call_object(const struct async_desc *desc, IUnknown *sync,
     IUnknown_AddRef(sync);
     cc_call_init(&obj->state);
     obj->event = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!obj->event)
+    obj->wake_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!obj->event || !obj->wake_event)
     {
         IUnknown_Release(&obj->IUnknown_inner);
         return E_OUTOFMEMORY;

@@ -894,6 +894,9 @@ static void test_cross_process(DWORD client_model, BOOL server_cooperates)
     winetest_pop_context();
 }
 
+/* Not an apartment type (COINIT_MULTITHREADED is 0): the object lives in the local server. */
+#define LOCAL_SERVER 0xffffffffu
+
 /* A cancelled call with BSTRs, an [in, out] argument and an interface
  * pointer; the next call gets its own reply, never the abandoned one. */
 static void test_cancel_parameters(DWORD client_model, DWORD host_model)
@@ -901,8 +904,17 @@ static void test_cancel_parameters(DWORD client_model, DWORD host_model)
     struct client client;
     struct host host;
 
-    winetest_push_context("%s client, %s object", model_name(client_model), model_name(host_model));
-    start_host(&host, host_model);
+    winetest_push_context("%s client, %s object", model_name(client_model),
+                          host_model == LOCAL_SERVER ? "local server" : model_name(host_model));
+    if (host_model == LOCAL_SERVER)
+    {
+        if (!start_remote_host(&host, &CLSID_CancelServer))
+        {
+            winetest_pop_context();
+            return;
+        }
+    }
+    else start_host(&host, host_model);
     start_client(&client, &host, client_model, TRUE);
 
     error_log_calls = 0;
@@ -931,7 +943,8 @@ static void test_cancel_parameters(DWORD client_model, DWORD host_model)
     ok(error_log_calls == 2, "the server called the error log %ld times\n", error_log_calls);
 
     stop_client(&client);
-    stop_host(&host);
+    if (host_model == LOCAL_SERVER) CoUninitialize();
+    else stop_host(&host);
     winetest_pop_context();
 }
 
@@ -1221,6 +1234,8 @@ START_TEST(cancelcall)
         test_cross_process(COINIT_APARTMENTTHREADED, TRUE);
         test_cross_process(COINIT_MULTITHREADED, FALSE);
         test_cross_process(COINIT_APARTMENTTHREADED, FALSE);
+        test_cancel_parameters(COINIT_MULTITHREADED, LOCAL_SERVER);
+        test_cancel_parameters(COINIT_APARTMENTTHREADED, LOCAL_SERVER);
         test_server_dies(COINIT_MULTITHREADED, TRUE);
         test_server_dies(COINIT_APARTMENTTHREADED, TRUE);
         test_server_dies(COINIT_MULTITHREADED, FALSE);

@@ -93,43 +93,35 @@ echo
     $1 == "asynccancel" { ac[$2] = $0 }
     $1 == "outstanding" { os[$2] = $0; otopo[++no] = $2 }
     $1 == "soak"        { soak = $0 }
+    # P1: a line "kind topology count median p99".
+    function latency(what, t, line,    f) {
+        if (split(line, f, "\t") >= 5 && f[3] > 0)
+            row("P1", what, t, sprintf("median %.0f us, p99 %.0f us", f[4], f[5]), "<= 200 us, <= 2000 us",
+                verdict(f[4] <= 200 && f[5] <= 2000))
+        else row("P1", what, t, "no figure", "<= 200 us, <= 2000 us", "")
+    }
+    # P2-P4: a / b against its limit.
+    function ratio(p, what, t, a, b, limit, digits) {
+        if (a > 0 && b > 0)
+            row(p, what, t, sprintf("%." digits "fx (%.0f / %.0f us)", a / b, a, b), "<= " limit "x",
+                verdict(a / b <= limit))
+        else row(p, what, t, "no figure", "<= " limit "x", "")
+    }
     END {
         row("", "", "topology", "figure", "target", "")
+        for (i = 1; i <= n; i++) latency("sync cancel -> released", topo[i], sc[topo[i]])
+        for (i = 1; i <= n; i++) latency("async Cancel -> Finish_", topo[i], ac[topo[i]])
         for (i = 1; i <= n; i++) {
-            t = topo[i]
-            if (split(sc[t], f, "\t") >= 5 && f[3] > 0)
-                row("P1", "sync cancel -> released", t, sprintf("median %.0f us, p99 %.0f us", f[4], f[5]),
-                    "<= 200 us, <= 2000 us", verdict(f[4] <= 200 && f[5] <= 2000))
-            else row("P1", "sync cancel -> released", t, "no figure", "<= 200 us, <= 2000 us", "")
+            split(ra[topo[i]], f, "\t")
+            ratio("P2", "async / sync, same method", topo[i], f[4], f[3], 1.25, 2)
+            delete f
         }
-        for (i = 1; i <= n; i++) {
-            t = topo[i]
-            if (split(ac[t], f, "\t") >= 5 && f[3] > 0)
-                row("P1", "async Cancel -> Finish_", t, sprintf("median %.0f us, p99 %.0f us", f[4], f[5]),
-                    "<= 200 us, <= 2000 us", verdict(f[4] <= 200 && f[5] <= 2000))
-            else row("P1", "async Cancel -> Finish_", t, "no figure", "<= 200 us, <= 2000 us", "")
-        }
-        for (i = 1; i <= n; i++) {
-            t = topo[i]
-            if (split(ra[t], f, "\t") >= 4 && f[3] > 0)
-                row("P2", "async / sync, same method", t, sprintf("%.2fx (%.0f / %.0f us)", f[4] / f[3], f[4], f[3]),
-                    "<= 1.25x", verdict(f[4] / f[3] <= 1.25))
-            else row("P2", "async / sync, same method", t, "no figure", "<= 1.25x", "")
-        }
-        for (i = 1; i <= n; i++) {
-            t = topo[i]; s = median(t SUBSEP "stock"); d = median(t SUBSEP "disabled")
-            if (s > 0 && d > 0)
-                row("P3", "installed-disabled / stock", t, sprintf("%.3fx (%.0f / %.0f us)", d / s, d, s),
-                    "<= 1.02x", verdict(d / s <= 1.02))
-            else row("P3", "installed-disabled / stock", t, "no figure", "<= 1.02x", "")
-        }
-        for (i = 1; i <= n; i++) {
-            t = topo[i]; d = median(t SUBSEP "disabled"); e = median(t SUBSEP "enabled")
-            if (d > 0 && e > 0)
-                row("P4", "enabled / disabled", t, sprintf("%.3fx (%.0f / %.0f us)", e / d, e, d),
-                    "<= 1.15x", verdict(e / d <= 1.15))
-            else row("P4", "enabled / disabled", t, "no figure", "<= 1.15x", "")
-        }
+        for (i = 1; i <= n; i++)
+            ratio("P3", "installed-disabled / stock", topo[i], median(topo[i] SUBSEP "disabled"),
+                  median(topo[i] SUBSEP "stock"), 1.02, 3)
+        for (i = 1; i <= n; i++)
+            ratio("P4", "enabled / disabled", topo[i], median(topo[i] SUBSEP "enabled"),
+                  median(topo[i] SUBSEP "disabled"), 1.15, 3)
         for (i = 1; i <= no; i++) {
             split(os[otopo[i]], f, "\t")
             row("P5", "1,000 outstanding", otopo[i], sprintf("%.0f us/call, %.1f KiB/call", f[5], f[6]),

@@ -605,7 +605,7 @@ struct fiber_call
     /* A task (a synchronous call of channel.c) instead of a proxy method. */
     void (*task)(void *);
     void *task_arg;
-    struct wine_wait *task_wait;    /* how Wine asked to wait, while the task is parked */
+    const struct wine_wait *task_wait; /* how Wine asked to wait, while the task is parked */
     DWORD task_timeout;
     DWORD task_wake;                /* what Wine's wait returns when the task is resumed */
     ULONG_PTR frame[FRAME_BYTES / sizeof(ULONG_PTR)];
@@ -1170,12 +1170,10 @@ static BOOL fiber_wait(DWORD count, const HANDLE *handles, DWORD timeout, const 
     if (!fc || !timeout || count != 1) return FALSE;
     if (fc->task)
     {
-        struct wine_wait task_wait = *wait;
-
         if (fc->phase != PHASE_SENDING) return FALSE;
         /* The thread waits in the task's place (see async_run_task). */
         fc->wine_event = handles[0];
-        fc->task_wait = &task_wait;
+        fc->task_wait = wait;
         fc->task_timeout = timeout;
         fc->parked = TRUE;
         park(fc);

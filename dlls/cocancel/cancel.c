@@ -326,8 +326,7 @@ struct cancel_object
     struct cc_call call;
     HANDLE settled;     /* manual-reset: the call completed or was cancelled; made on first need */
     HANDLE cancelled;   /* manual-reset: the call was cancelled; from the pool, on first need */
-    LONG cancel_signalled;
-    LONG settled_word;  /* 1 once completed or cancelled: an address to wait on */
+    LONG settled_word;  /* an address to wait on: 1 settled, 0 not, 2 not and somebody waits */
     ULONGLONG call_id;  /* the proxied call it stands for (0: none), see channel.c */
 };
 
@@ -395,25 +394,35 @@ static struct cancel_object *unsafe_cancel_object(ICancelMethodCalls *iface)
     return impl_from_ICancelMethodCalls(iface);
 }
 
-/*
- * The event is created only when somebody waits, so that a call nobody
- * cancels costs no kernel object.  Whoever settles the call sets the state
- * first and then looks for the event; a waiter publishes the event first and
- * then looks at the state, so one of them always sees the other.
- */
-static HANDLE settled_event(struct cancel_object *object)
+static BOOL object_cancelled(struct cancel_object *object)
 {
-    HANDLE event = object->settled, previous;
+    return cc_call_state(&object->call) == CC_CANCELLED;
+}
+
+/*
+ * An event is taken only when somebody waits, so that a call nobody waits
+ * for costs no event operation.  Whoever settles the call sets the state
+ * first and then looks for the event; a waiter publishes the event first and
+ * then looks at the state (reached()), so one of them always sees the other.
+ */
+static HANDLE publish_event(struct cancel_object *object, HANDLE *slot, BOOL (*reached)(struct cancel_object *))
+{
+    HANDLE event = *slot, previous;
 
     if (event) return event;
     if (!(event = take_event())) return NULL;
-    if ((previous = InterlockedCompareExchangePointer(&object->settled, event, NULL)))
+    if ((previous = InterlockedCompareExchangePointer(slot, event, NULL)))
     {
         give_back_event(event);
         return previous;
     }
-    if (object_settled(object)) SetEvent(event);
+    if (reached(object)) SetEvent(event);
     return event;
+}
+
+static HANDLE settled_event(struct cancel_object *object)
+{
+    return publish_event(object, &object->settled, object_settled);
 }
 
 static void settle(struct cancel_object *object)
@@ -421,34 +430,9 @@ static void settle(struct cancel_object *object)
     HANDLE event = InterlockedCompareExchangePointer(&object->settled, NULL, NULL);
 
     if (event) SetEvent(event);
-    InterlockedExchange(&object->settled_word, 1);
-    WakeByAddressAll(&object->settled_word);
-    if (cc_call_state(&object->call) != CC_CANCELLED) return;
-    if ((event = InterlockedCompareExchangePointer(&object->cancelled, NULL, NULL)))
-    {
-        InterlockedExchange(&object->cancel_signalled, 1);
+    if (InterlockedExchange(&object->settled_word, 1) == 2) WakeByAddressAll(&object->settled_word);
+    if (object_cancelled(object) && (event = InterlockedCompareExchangePointer(&object->cancelled, NULL, NULL)))
         SetEvent(event);
-    }
-}
-
-/* The event set once the call is cancelled; same protocol as settled_event(). */
-static HANDLE cancelled_event(struct cancel_object *object)
-{
-    HANDLE event = object->cancelled, previous;
-
-    if (event) return event;
-    if (!(event = take_event())) return NULL;
-    if ((previous = InterlockedCompareExchangePointer(&object->cancelled, event, NULL)))
-    {
-        give_back_event(event);
-        return previous;
-    }
-    if (cc_call_state(&object->call) == CC_CANCELLED)
-    {
-        InterlockedExchange(&object->cancel_signalled, 1);
-        SetEvent(event);
-    }
-    return event;
 }
 
 static HRESULT WINAPI cancel_object_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
@@ -483,14 +467,15 @@ static ULONG WINAPI cancel_object_Release(ICancelMethodCalls *iface)
     TRACE("%p, refcount %lu\n", iface, refcount);
     if (!refcount)
     {
+        /* Each event is set exactly when its state was reached: the pool takes them back unset. */
         if (object->settled)
         {
-            ResetEvent(object->settled);
+            if (object_settled(object)) ResetEvent(object->settled);
             give_back_event(object->settled);
         }
         if (object->cancelled)
         {
-            if (object->cancel_signalled) ResetEvent(object->cancelled);
+            if (object_cancelled(object)) ResetEvent(object->cancelled);
             give_back_event(object->cancelled);
         }
         HeapFree(GetProcessHeap(), 0, object);
@@ -551,7 +536,6 @@ HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodC
     object->call_id = call_id;
     object->settled = NULL;
     object->cancelled = NULL;
-    object->cancel_signalled = 0;
     object->settled_word = 0;
     cc_call_init(&object->call);
     cc_call_begin(&object->call, cancellable);
@@ -583,16 +567,19 @@ HANDLE cancel_object_event(ICancelMethodCalls *cancel)
 void cancel_object_wait(ICancelMethodCalls *cancel)
 {
     struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
-    LONG unsettled = 0;
+    LONG waiting = 2;
 
-    while (!InterlockedCompareExchange(&object->settled_word, 0, 0))
-        WaitOnAddress(&object->settled_word, &unsettled, sizeof(unsettled), INFINITE);
+    /* Marks the word waited on, so that settle() wakes the address only then. */
+    while (InterlockedCompareExchange(&object->settled_word, 2, 0) != 1)
+        WaitOnAddress(&object->settled_word, &waiting, sizeof(waiting), INFINITE);
 }
 
 /* An event set when the call is cancelled (only then), owned by the object. */
 HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel)
 {
-    return cancelled_event(impl_from_ICancelMethodCalls(cancel));
+    struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
+
+    return publish_event(object, &object->cancelled, object_cancelled);
 }
 
 enum cc_state cancel_object_state(ICancelMethodCalls *cancel)

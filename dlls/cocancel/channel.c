@@ -356,7 +356,8 @@ static const IChannelHookVtbl hook_vtbl =
 static IChannelHook channel_hook = { &hook_vtbl };
 
 /* ---------------------------------------------------------------------
- * Calls detached from an MTA caller.
+ * Calls made away from the caller's stack: on an engine thread (an MTA
+ * caller's) or on a worker fiber of the caller's thread.
  */
 
 /* A call in the RPC transport that a cancel may abort (see channel_abort_call). */
@@ -383,7 +384,7 @@ struct detached_call
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
     BOOL transport;                 /* the call goes through rpcrt4: a cancel also aborts it there */
-    struct transport_call watch;    /* ... found there by this (a fiber's call) */
+    struct transport_call watch;    /* ... found there by this */
     RPCOLEMESSAGE *caller_msg;      /* while orphaned: the caller's message, whose FreeBuffer is skipped */
     void *caller_state;
     BOOL orphaned;
@@ -409,6 +410,19 @@ static void detached_release(struct detached_call *call)
     _aligned_free(call);
 }
 
+/* Makes the call on the record's copy of the message, on an engine thread or a fiber. */
+static void run_call(void *arg)
+{
+    struct detached_call *call = arg;
+
+    if (call->transport) transport_watch(&call->watch, &call->msg, call->call_id);
+    call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
+    if (call->transport) transport_unwatch(&call->watch);
+    if (CocancelCompleteCall(call->cancel) != S_OK)
+        TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
+    detached_release(call);
+}
+
 static DWORD WINAPI worker_thread(void *arg)
 {
     for (;;)
@@ -425,18 +439,7 @@ static DWORD WINAPI worker_thread(void *arg)
         }
 
         /* The thread never initialises COM, so it runs in the process's MTA. */
-        if (call->transport)
-        {
-            struct transport_call watch;
-
-            transport_watch(&watch, &call->msg, call->call_id);
-            call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
-            transport_unwatch(&watch);
-        }
-        else call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
-        if (CocancelCompleteCall(call->cancel) != S_OK)
-            TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
-        detached_release(call);
+        run_call(call);
     }
     return 0;
 }
@@ -481,43 +484,59 @@ static HRESULT orphan_call(struct detached_call *call, RPCOLEMESSAGE *msg, ULONG
     return RPC_E_CALL_CANCELED;
 }
 
-static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                     ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
+/* A record for a call made elsewhere than the caller's stack: the caller's and the maker's reference. */
+static struct detached_call *new_call(IRpcChannelBuffer *chan, const RPCOLEMESSAGE *msg, ICancelMethodCalls *cancel,
+                                      ULONGLONG call_id, BOOL transport)
 {
     struct detached_call *call;
-    HRESULT hr;
 
-    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT)))
-        return real_SendReceive(chan, msg, status);
+    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT))) return NULL;
     memset(call, 0, sizeof(*call));
-    call->call_id = call_id;
-    call->transport = transport;
     call->refcount = 2;
     call->chan = chan;
     IRpcChannelBuffer_AddRef(chan);
     call->msg = *msg;
     call->cancel = cancel;
     ICancelMethodCalls_AddRef(cancel);
+    call->call_id = call_id;
+    call->transport = transport;
+    return call;
+}
+
+/* A record whose call was never made. */
+static void discard_call(struct detached_call *call)
+{
+    IRpcChannelBuffer_Release(call->chan);
+    ICancelMethodCalls_Release(call->cancel);
+    _aligned_free(call);
+}
+
+/* The caller's side once the call is complete or cancelled: the reply, or the orphaned record. */
+static HRESULT end_call(struct detached_call *call, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    HRESULT hr;
+
+    if (cancel_object_state(call->cancel) != CC_COMPLETE) return orphan_call(call, msg, status);
+    *msg = call->msg;
+    if (status) *status = call->status;
+    hr = call->hr;
+    detached_release(call);
+    return hr;
+}
+
+static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                     ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
+{
+    struct detached_call *call;
+
+    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return real_SendReceive(chan, msg, status);
     if (!submit(call))
     {
-        IRpcChannelBuffer_Release(chan);
-        ICancelMethodCalls_Release(cancel);
-        _aligned_free(call);
+        discard_call(call);
         return real_SendReceive(chan, msg, status);
     }
-
     cancel_object_wait(cancel);
-    if (cancel_object_state(cancel) == CC_COMPLETE)
-    {
-        *msg = call->msg;
-        if (status) *status = call->status;
-        hr = call->hr;
-        detached_release(call);
-        return hr;
-    }
-
-    /* Cancelled: the worker still owns Wine's state. */
-    return orphan_call(call, msg, status);
+    return end_call(call, msg, status);
 }
 
 /* ---------------------------------------------------------------------
@@ -809,55 +828,24 @@ static void unwrap_filter(struct filter_wrapper *wrapper)
  * message Wine works on is the record's copy, on the heap, never on the
  * fiber's stack.  Same record and deferred FreeBuffer as a detached call.
  */
-static void fiber_task(void *arg)
-{
-    struct detached_call *call = arg;
-
-    if (call->transport) transport_watch(&call->watch, &call->msg, call->call_id);
-    call->hr = real_SendReceive(call->chan, &call->msg, &call->status);
-    if (call->transport) transport_unwatch(&call->watch);
-    if (CocancelCompleteCall(call->cancel) != S_OK)
-        TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
-    detached_release(call);
-}
-
-/* E_NOTIMPL when the call cannot run on a fiber here (nothing was sent). */
-static HRESULT send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                  ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
+/* FALSE when the call cannot run on a fiber here (nothing was sent). */
+static BOOL send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                               ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport, HRESULT *hr)
 {
     struct detached_call *call;
     HANDLE cancelled;
-    HRESULT hr;
+    HRESULT ran;
 
-    if (!(cancelled = cancel_object_cancelled_event(cancel))) return E_NOTIMPL;
-    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT))) return E_NOTIMPL;
-    memset(call, 0, sizeof(*call));
-    call->call_id = call_id;
-    call->transport = transport;
-    call->refcount = 2;
-    call->chan = chan;
-    IRpcChannelBuffer_AddRef(chan);
-    call->msg = *msg;
-    call->cancel = cancel;
-    ICancelMethodCalls_AddRef(cancel);
-
-    if ((hr = async_run_task(fiber_task, call, cancelled)) == E_NOTIMPL)
+    if (!(cancelled = cancel_object_cancelled_event(cancel))) return FALSE;
+    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return FALSE;
+    if ((ran = async_run_task(run_call, call, cancelled)) == E_NOTIMPL)
     {
-        IRpcChannelBuffer_Release(chan);
-        ICancelMethodCalls_Release(cancel);
-        _aligned_free(call);
-        return E_NOTIMPL;
+        discard_call(call);
+        return FALSE;
     }
-    if (hr == S_OK && cancel_object_state(cancel) == CC_COMPLETE)
-    {
-        *msg = call->msg;
-        if (status) *status = call->status;
-        hr = call->hr;
-        detached_release(call);
-        return hr;
-    }
-    /* Cancelled: the reply, now or later, is not delivered. */
-    return orphan_call(call, msg, status);
+    /* Left parked (S_FALSE): cancelled, and the reply, when it comes, is not delivered. */
+    *hr = end_call(call, msg, status);
+    return TRUE;
 }
 
 /* ---------------------------------------------------------------------
@@ -902,9 +890,8 @@ static HRESULT WINAPI hook_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *
      * (failing that, an MTA caller's on an engine thread); a cancel also
      * aborts a call in the RPC transport, which ends it there soon.
      */
-    if ((cancellable || wrapped) &&
-        (hr = send_receive_fiber(iface, msg, status, cancel, call_id, transport)) != E_NOTIMPL)
-        ;
+    if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
+        TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)call_id, hr);
     else if (cancellable && mta)
         hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);
     else

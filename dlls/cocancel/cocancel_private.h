@@ -1,5 +1,23 @@
 /*
  * cocancel engine: declarations shared between its source files.
+ *
+ * The files form layers; each calls only into the layers below it (a layer
+ * above is reached only through a callback it handed down):
+ *
+ *   main.c                     wires the layers together (DllMain)
+ *   api.c                      the exported functions
+ *   synccall.c asynccall.c     the synchronous call policy; call objects
+ *   callfactory.c syncobj.c    ICallFactory on proxies; StdEvent, containers
+ *   apiroute.c                 getting the API into programs
+ *   cancelobj.c msgfilter.c    cancel objects and stacks; the filter wrapper
+ *   runner.c orpchook.c        fibers and engine threads; the channel hook
+ *   transport.c cancelring.c   the RPC transport; cancelled ids across processes
+ *   discovery.c                finding Wine's client channel
+ *   winepatch.c                every patch point into Wine
+ *   pe.c                       reading and writing loaded images
+ *   core.c fmt.c debug.c       platform-free core, format strings, debug output
+ *
+ * This header follows the same order, bottom up.
  */
 
 #ifndef COCANCEL_PRIVATE_H
@@ -11,6 +29,7 @@
 #include <windows.h>
 #include <objbase.h>
 #include <objidl.h>
+#include <rpcdcep.h>
 
 #include "cocancel.h"
 #include "core.h"
@@ -20,60 +39,251 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #endif
 
-/* cancel.c */
+struct tagProxyFileInfo;
+
+/* pe.c */
+BOOL pe_readable(const void *ptr, SIZE_T size);
+BOOL pe_string_equals(const char *str, const char *expected, BOOL ignore_case);
+IMAGE_NT_HEADERS *pe_headers(HMODULE module);
+void *pe_rva(HMODULE module, IMAGE_NT_HEADERS *nt, DWORD rva, DWORD size);
+BOOL pe_in_module(HMODULE module, const void *ptr, SIZE_T size);
+SIZE_T pe_extent(const void *ptr);
+BOOL pe_module_is(HMODULE module, const WCHAR *name);
+const IMAGE_EXPORT_DIRECTORY *pe_export_directory(HMODULE module, IMAGE_NT_HEADERS *nt, DWORD *rva, DWORD *size);
+void pe_for_each_import(HMODULE module, BOOL (*visit)(void *ctx, const char *dll, const char *name, void **slot),
+                        void *ctx);
+void **pe_find_import(HMODULE module, const char *dll, const char *name);
+BYTE *pe_alloc_near(HMODULE module, IMAGE_NT_HEADERS *nt, SIZE_T size);
+BOOL pe_write(void *dest, const void *src, SIZE_T size, BOOL code);
+BOOL pe_write_pointer(void **slot, void *value);
+
+/* winepatch.c */
+struct wine_functions
+{
+    /* combase's client channel */
+    HRESULT (WINAPI *SendReceive)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *);
+    HRESULT (WINAPI *FreeBuffer)(IRpcChannelBuffer *, RPCOLEMESSAGE *);
+    /* combase's imports */
+    RPC_STATUS (WINAPI *I_RpcSendReceive)(RPC_MESSAGE *);
+    RPC_STATUS (WINAPI *I_RpcGetBuffer)(RPC_MESSAGE *);
+    RPC_STATUS (WINAPI *RpcServerUnregisterIf)(RPC_IF_HANDLE, UUID *, UINT);
+    DWORD (WINAPI *WaitForMultipleObjectsEx)(DWORD, const HANDLE *, BOOL, DWORD, BOOL);
+    DWORD (WINAPI *MsgWaitForMultipleObjectsEx)(DWORD, const HANDLE *, DWORD, DWORD, DWORD);
+    /* rpcrt4's standard proxy/stub factory and combase's proxy manager */
+    HRESULT (WINAPI *CreateProxy)(IPSFactoryBuffer *, IUnknown *, REFIID, IRpcProxyBuffer **, void **);
+    HRESULT (WINAPI *manager_QueryInterface)(IUnknown *, REFIID, void **);
+    /* rpcrt4's winebuild stub */
+    void *NdrDcomAsyncClientCall;
+};
+
+/* Wine's originals, each valid once its patch point is applied (winepatch_applied). */
+extern struct wine_functions wine_real;
+
+#define WINEPATCH_CHANNEL    0x0001
+#define WINEPATCH_TRANSPORT  0x0002
+#define WINEPATCH_GETBUFFER  0x0004
+#define WINEPATCH_UNREGISTER 0x0008
+#define WINEPATCH_WAITS      0x0010
+#define WINEPATCH_FACTORY    0x0020
+#define WINEPATCH_MANAGER    0x0040
+#define WINEPATCH_NDR_ASYNC  0x0080
+
+#ifdef __x86_64__
+#define WINEPATCH_JUMP_SIZE 14
+#else
+#define WINEPATCH_JUMP_SIZE 7
+#endif
+
+enum stub_result
+{
+    STUB_ABSENT,        /* no such export */
+    STUB_PATCHED,       /* it runs the engine now (or already did) */
+    STUB_NOT_A_STUB,    /* not a winebuild stub (Wine implements it, or an unknown layout): left alone */
+    STUB_REFUSED,       /* a stub that could not be written */
+};
+
+void winepatch_init(const struct wine_functions *replacements);
+DWORD winepatch_applied(void);
+DWORD winepatch_refused(void);
+void winepatch_refuse(const char *what, const void *where);
+void winepatch_make_jump(BYTE *code, const void *target);
+BOOL winepatch_is_jump_to(const BYTE *code, const void *target);
+enum stub_result winepatch_stub(HMODULE module, const char *name, void *function);
+void winepatch_channel(IRpcChannelBuffer *chan);
+void winepatch_transport_imports(void);
+void winepatch_wait_imports(void);
+void winepatch_proxy_factory(void);
+void winepatch_proxy_manager(IUnknown *manager);
+void winepatch_ndr_async(void);
+
+/* discovery.c */
+BOOL discovery_init(void);
+BOOL discovery_user_program(void);
+void discovery_start(void);
+BOOL discovery_wait(DWORD timeout);
+
+/* cancelring.c */
+void cancelring_publish(ULONGLONG call_id);
+BOOL cancelring_cancelled(ULONGLONG call_id);
+
+/* transport.c */
+
+/* A call in the RPC transport that a cancel may abort (transport_abort). */
+struct transport_call
+{
+    struct transport_call *next;
+    RPCOLEMESSAGE *msg;
+    ULONGLONG call_id;
+    HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
+    BOOL entered, left;
+};
+
+void transport_init(void);
+void transport_new_request(void);
+BOOL transport_request_uses_rpc(void);
+void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id);
+void transport_unwatch(struct transport_call *call);
+void transport_abort(ULONGLONG call_id);
+RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg);
+RPC_STATUS WINAPI transport_I_RpcGetBuffer(RPC_MESSAGE *msg);
+RPC_STATUS WINAPI transport_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type, UINT wait);
+
+/* orpchook.c */
+BOOL orpchook_init(void (*on_request_filled)(REFIID riid));
+ULONGLONG orpchook_take_call_id(void);
+
+/* runner.c */
+struct run;
+
+/* How Wine asked to wait, for the thread to wait the same way. */
+struct wine_wait
+{
+    BOOL pump;                      /* MsgWaitForMultipleObjectsEx (an STA) */
+    DWORD mask, flags;
+    BOOL alertable;
+};
+
+struct run_ops
+{
+    void (*body)(struct run *run);                  /* what the worker fiber runs */
+    /* What the parked wait waited for came (from_pool: the pool took it); NULL: only marked. */
+    void (*reply)(struct run *run, BOOL from_pool);
+    /* The release handle woke the run's own wait: stop waiting (park again)? */
+    BOOL (*give_up)(struct run *run);
+    void (*destroy)(struct run *run);               /* frees the container (the run's thread) */
+};
+
+struct run
+{
+    const struct run_ops *ops;
+    struct cc_run state;            /* phase and flags, see core.h */
+    DWORD owner_tid;
+    struct worker_fiber *worker;    /* the fiber running it */
+    void *return_fiber;
+    BOOL task;                      /* the thread waits in its place (runner_run_task) */
+    HANDLE wine_event;              /* what Wine's parked wait waits for */
+    HANDLE release;                 /* the run's own wait also ends on this */
+    HANDLE pool_wait;
+    const struct wine_wait *wait;   /* a task's parked wait, */
+    DWORD timeout;                  /* ... its timeout, */
+    DWORD wake;                     /* ... and what it returns when resumed */
+    struct run *next_abandoned;
+};
+
+/* A job for an engine thread. */
+struct thread_job
+{
+    SLIST_ENTRY entry;
+    void (*run)(struct thread_job *job);
+};
+
+BOOL runner_init(void);
+void runner_thread_detach(void);
+struct run *runner_current(void);
+BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase phase, int flags);
+void runner_resume(struct run *run);
+void runner_yield(struct run *run);
+void runner_free(struct run *run);
+void runner_watch(struct run *run);
+void runner_unwatch(struct run *run);
+void runner_abandon(struct run *run);
+void runner_finish(struct run *run);
+void runner_reap(void);
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);
+BOOL runner_submit_job(struct thread_job *job);
+DWORD WINAPI runner_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,
+                                             BOOL alertable);
+DWORD WINAPI runner_MsgWaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, DWORD timeout,
+                                                DWORD mask, DWORD flags);
+
+/* cancelobj.c */
 HRESULT hresult_from_status(enum cc_status status);
-BOOL cancellation_enabled(void);
-void cancel_thread_detach(void);
-void cancel_init(void);
-HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
-HANDLE cancel_object_event(ICancelMethodCalls *cancel);
-HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel);
-void cancel_object_wait(ICancelMethodCalls *cancel);
-void cancel_object_abort(ICancelMethodCalls *cancel);
-enum cc_state cancel_object_state(ICancelMethodCalls *cancel);
-HRESULT cancel_object_push(ICancelMethodCalls *cancel);
-void cancel_object_pop(ICancelMethodCalls *cancel);
-HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
+void cancelobj_init(void);
+void cancelobj_thread_detach(void);
+BOOL cancelobj_enabled(void);
+IUnknown *cancelobj_stack_top(DWORD tid);
+HRESULT cancelobj_stack_push(IUnknown *unk);
+IUnknown *cancelobj_stack_pop(void);
+HRESULT cancelobj_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);
+HRESULT cancelobj_push(ICancelMethodCalls *cancel);
+void cancelobj_pop(ICancelMethodCalls *cancel);
+HANDLE cancelobj_cancelled_event(ICancelMethodCalls *cancel);
+void cancelobj_wait(ICancelMethodCalls *cancel);
+void cancelobj_abort(ICancelMethodCalls *cancel);
+enum cc_state cancelobj_state(ICancelMethodCalls *cancel);
+HRESULT cancelobj_complete(ICancelMethodCalls *cancel);
+HRESULT cancelobj_wait_settled(ICancelMethodCalls *cancel, DWORD timeout);
 
-/* channel.c */
-void channel_init(void);
-void channel_mark_cancelled(ULONGLONG call_id);
-void channel_abort_call(ULONGLONG call_id);
-void channel_get_status(struct cocancel_status *status);
-BOOL channel_wait_ready(DWORD timeout);
+/* msgfilter.c */
 
-HRESULT channel_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status);
+/* Stands in front of an STA's message filter for one call; lives on the caller's stack. */
+struct filter_wrapper
+{
+    IMessageFilter IMessageFilter_iface;
+    IMessageFilter *filter;         /* the program's */
+    ICancelMethodCalls *cancel;     /* the call's */
+};
 
-/* async.c */
-void async_init(void);
-void async_thread_detach(void);
-void async_client_fill(REFIID riid);
-BOOL async_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
-                        HRESULT *hr);
-void async_get_status(struct cocancel_status *status);
-HRESULT async_run_task(void (*task)(void *), void *arg, HANDLE release);
-void async_reap(void);
+BOOL msgfilter_wrap(struct filter_wrapper *wrapper, ICancelMethodCalls *cancel);
+void msgfilter_unwrap(struct filter_wrapper *wrapper);
 
-/* patch.c */
+/* apiroute.c */
 struct api_export
 {
     const char *name;
     void *function;
 };
-extern const struct api_export api_exports[];
-extern const unsigned int api_export_count;
+extern const struct api_export api_exports[4];
 
-void patch_install(HMODULE engine);
-void **find_import_slot(HMODULE module, const char *dll, const char *name);
-BOOL write_pointer(void **slot, void *value);
-BOOL redirect_import(HMODULE module, const char *dll, const char *name, void *hook, void **real);
-BOOL in_module(HMODULE module, const void *ptr, SIZE_T size);
-BOOL patch_wine_stub(HMODULE module, const char *name, void *function);
-void patch_get_status(struct cocancel_status *status);
+void apiroute_install(HMODULE engine);
+void apiroute_get_status(struct cocancel_status *status);
 
-/* Resolved from combase at start-up (never imported: the carrier ole32 loads us). */
-extern HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
-extern HRESULT (WINAPI *p_CoEnableCallCancellation)(void *reserved);
-extern HRESULT (WINAPI *p_CoDisableCallCancellation)(void *reserved);
+/* synccall.c */
+void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *));
+HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status);
+HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg);
+
+/* asynccall.c */
+void asynccall_init(void);
+void asynccall_request_filled(REFIID riid);
+BOOL asynccall_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
+                            HRESULT *hr);
+HRESULT asynccall_create(const struct tagProxyFileInfo *file, int sync_index, int async_index, IUnknown *manager,
+                         IUnknown *outer, REFIID riid, IUnknown **ppv);
+#ifdef __x86_64__
+extern const BYTE dcom_entry[];   /* thunks_x86_64.S: rpcrt4!NdrDcomAsyncClientCall's replacement */
+#endif
+
+/* callfactory.c */
+HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer, REFIID riid,
+                                       IRpcProxyBuffer **proxy, void **ppv);
+HRESULT WINAPI callfactory_manager_QueryInterface(IUnknown *iface, REFIID riid, void **ppv);
+
+/* api.c */
+void api_init(void);
+HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout);
+HRESULT WINAPI CoTestCancel(void);
+HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv);
+HRESULT WINAPI CoSetCancelObject(IUnknown *unk);
 
 #endif /* COCANCEL_PRIVATE_H */

@@ -1,6 +1,6 @@
 /*
- * The platform-free core of cocancel: call state machine, cancel-object
- * stack, thread table.  See core.h.
+ * The platform-free core of cocancel: the call and run state machines, the
+ * cancel-object stack, the thread table.  See core.h.
  */
 
 #include <stdlib.h>
@@ -26,133 +26,132 @@ int cc_call_cancellable(const struct cc_call *call)
     return (cc_call_word(call) & CC_CALL_CANCELLABLE) != 0;
 }
 
-/* Moves from the state in *word to state 'to', keeping the flags; on failure
- * *word is refreshed with the current word. */
-static int cc_call_move(struct cc_call *call, int *word, enum cc_state to)
-{
-    int next = (*word & ~CC_CALL_STATE_MASK) | to;
+/*
+ * One edge of an operation on a call: from each state, the state it goes
+ * to (CC_STAY: none) and what the operation answers.  Every operation is a
+ * table of these, applied by cc_call_step() in one compare-and-swap, so
+ * concurrent operations each see one consistent state.
+ */
+#define CC_STAY (-1)
 
-    return __atomic_compare_exchange_n(&call->word, word, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+struct cc_edge
+{
+    signed char to;
+    unsigned char status;
+    unsigned char needs_cancellable;    /* CC_E_DISABLED unless the call was made cancellable */
+};
+
+#define CC_STATES (CC_COMPLETE + 1)
+
+/* Applies edges[state]; a move into CC_PENDING starts a call and replaces the flags with 'flags'. */
+static enum cc_status cc_call_step(struct cc_call *call, const struct cc_edge edges[CC_STATES], int flags)
+{
+    int word = cc_call_word(call);
+
+    for (;;)
+    {
+        const struct cc_edge *edge = &edges[word & CC_CALL_STATE_MASK];
+        int next;
+
+        if (edge->needs_cancellable && !(word & CC_CALL_CANCELLABLE)) return CC_E_DISABLED;
+        if (edge->to == CC_STAY) return edge->status;
+        next = (edge->to == CC_PENDING ? flags : word & ~CC_CALL_STATE_MASK) | edge->to;
+        if (__atomic_compare_exchange_n(&call->word, &word, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return edge->status;
+    }
 }
 
 enum cc_status cc_call_begin(struct cc_call *call, int cancellable)
 {
-    int word = cc_call_word(call);
-
-    while ((word & CC_CALL_STATE_MASK) == CC_IDLE)
+    static const struct cc_edge begin[CC_STATES] =
     {
-        int next = CC_PENDING | (cancellable ? CC_CALL_CANCELLABLE : 0);
+        [CC_IDLE]       = { CC_PENDING,  CC_OK },
+        [CC_PENDING]    = { CC_STAY,     CC_E_PENDING },
+        [CC_CANCELLING] = { CC_STAY,     CC_E_PENDING },
+        [CC_CANCELLED]  = { CC_STAY,     CC_E_PENDING },
+        [CC_COMPLETE]   = { CC_STAY,     CC_E_PENDING },
+    };
 
-        if (__atomic_compare_exchange_n(&call->word, &word, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            return CC_OK;
-    }
-    return CC_E_PENDING;
+    return cc_call_step(call, begin, cancellable ? CC_CALL_CANCELLABLE : 0);
 }
 
 enum cc_status cc_call_cancel(struct cc_call *call, int grace)
 {
-    int word = cc_call_word(call);
-
-    for (;;)
+    static const struct cc_edge cancel_now[CC_STATES] =
     {
-        switch (word & CC_CALL_STATE_MASK)
-        {
-        case CC_CANCELLED:
-            return CC_OK;
-        case CC_PENDING:
-            if (!(word & CC_CALL_CANCELLABLE)) return CC_E_DISABLED;
-            if (cc_call_move(call, &word, grace ? CC_CANCELLING : CC_CANCELLED)) return CC_OK;
-            break;
-        case CC_CANCELLING:
-            /* A second request without grace abandons the call at once. */
-            if (grace || cc_call_move(call, &word, CC_CANCELLED)) return CC_OK;
-            break;
-        default:
-            return CC_E_COMPLETE;
-        }
-    }
+        [CC_IDLE]       = { CC_STAY,      CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_CANCELLED, CC_OK, 1 },
+        /* A second request without grace abandons the call at once. */
+        [CC_CANCELLING] = { CC_CANCELLED, CC_OK },
+        [CC_CANCELLED]  = { CC_STAY,      CC_OK },
+        [CC_COMPLETE]   = { CC_STAY,      CC_E_COMPLETE },
+    };
+    static const struct cc_edge cancel_with_grace[CC_STATES] =
+    {
+        [CC_IDLE]       = { CC_STAY,       CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_CANCELLING, CC_OK, 1 },
+        [CC_CANCELLING] = { CC_STAY,       CC_OK },
+        [CC_CANCELLED]  = { CC_STAY,       CC_OK },
+        [CC_COMPLETE]   = { CC_STAY,       CC_E_COMPLETE },
+    };
+
+    return cc_call_step(call, grace ? cancel_with_grace : cancel_now, 0);
 }
 
 enum cc_status cc_call_abort(struct cc_call *call)
 {
-    int word = cc_call_word(call);
-
-    for (;;)
+    static const struct cc_edge abort_call[CC_STATES] =
     {
-        switch (word & CC_CALL_STATE_MASK)
-        {
-        case CC_CANCELLED:
-            return CC_OK;
-        case CC_PENDING:
-        case CC_CANCELLING:
-            if (cc_call_move(call, &word, CC_CANCELLED)) return CC_OK;
-            break;
-        default:
-            return CC_E_COMPLETE;
-        }
-    }
+        [CC_IDLE]       = { CC_STAY,      CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_CANCELLED, CC_OK },
+        [CC_CANCELLING] = { CC_CANCELLED, CC_OK },
+        [CC_CANCELLED]  = { CC_STAY,      CC_OK },
+        [CC_COMPLETE]   = { CC_STAY,      CC_E_COMPLETE },
+    };
+
+    return cc_call_step(call, abort_call, 0);
 }
 
 enum cc_status cc_call_expire(struct cc_call *call)
 {
-    int word = cc_call_word(call);
-
-    for (;;)
+    static const struct cc_edge expire[CC_STATES] =
     {
-        switch (word & CC_CALL_STATE_MASK)
-        {
-        case CC_CANCELLED:
-            return CC_OK;
-        case CC_CANCELLING:
-            if (cc_call_move(call, &word, CC_CANCELLED)) return CC_OK;
-            break;
-        default:
-            return CC_E_COMPLETE;
-        }
-    }
+        [CC_IDLE]       = { CC_STAY,      CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_STAY,      CC_E_COMPLETE },
+        [CC_CANCELLING] = { CC_CANCELLED, CC_OK },
+        [CC_CANCELLED]  = { CC_STAY,      CC_OK },
+        [CC_COMPLETE]   = { CC_STAY,      CC_E_COMPLETE },
+    };
+
+    return cc_call_step(call, expire, 0);
 }
 
 enum cc_status cc_call_complete(struct cc_call *call)
 {
-    int word = cc_call_word(call);
-
-    for (;;)
+    static const struct cc_edge complete[CC_STATES] =
     {
-        switch (word & CC_CALL_STATE_MASK)
-        {
-        case CC_PENDING:
-        case CC_CANCELLING:
-            if (cc_call_move(call, &word, CC_COMPLETE)) return CC_OK;
-            break;
-        case CC_CANCELLED:
-            return CC_E_CANCELLED;
-        default:
-            return CC_E_COMPLETE;
-        }
-    }
+        [CC_IDLE]       = { CC_STAY,     CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_COMPLETE, CC_OK },
+        [CC_CANCELLING] = { CC_COMPLETE, CC_OK },
+        [CC_CANCELLED]  = { CC_STAY,     CC_E_CANCELLED },
+        [CC_COMPLETE]   = { CC_STAY,     CC_E_COMPLETE },
+    };
+
+    return cc_call_step(call, complete, 0);
 }
 
 enum cc_status cc_call_finish(struct cc_call *call)
 {
-    int word = cc_call_word(call);
-
-    for (;;)
+    static const struct cc_edge finish[CC_STATES] =
     {
-        switch (word & CC_CALL_STATE_MASK)
-        {
-        case CC_COMPLETE:
-            if (cc_call_move(call, &word, CC_IDLE)) return CC_OK;
-            break;
-        case CC_CANCELLED:
-            if (cc_call_move(call, &word, CC_IDLE)) return CC_E_CANCELLED;
-            break;
-        case CC_PENDING:
-        case CC_CANCELLING:
-            return CC_E_PENDING;
-        default:
-            return CC_E_COMPLETE;
-        }
-    }
+        [CC_IDLE]       = { CC_STAY, CC_E_COMPLETE },
+        [CC_PENDING]    = { CC_STAY, CC_E_PENDING },
+        [CC_CANCELLING] = { CC_STAY, CC_E_PENDING },
+        [CC_CANCELLED]  = { CC_IDLE, CC_E_CANCELLED },
+        [CC_COMPLETE]   = { CC_IDLE, CC_OK },
+    };
+
+    return cc_call_step(call, finish, 0);
 }
 
 enum cc_status cc_call_test(const struct cc_call *call)
@@ -170,6 +169,65 @@ unsigned int cc_seconds_to_ms(unsigned long seconds)
 
     if (seconds >= limit / 1000) return limit;
     return (unsigned int)seconds * 1000;
+}
+
+/* Which phases each phase may move to (see core.h). */
+static const unsigned int cc_run_edges[CC_RUN_PHASES] =
+{
+    [CC_RUN_MARSHALING] = CC_RUN_BIT(CC_RUN_BUFFERED) | CC_RUN_BIT(CC_RUN_DONE),
+    [CC_RUN_BUFFERED]   = CC_RUN_BIT(CC_RUN_SENDING) | CC_RUN_BIT(CC_RUN_DONE),
+    [CC_RUN_SENDING]    = CC_RUN_BIT(CC_RUN_PARKED) | CC_RUN_BIT(CC_RUN_RECEIVED) | CC_RUN_BIT(CC_RUN_DONE),
+    [CC_RUN_PARKED]     = CC_RUN_BIT(CC_RUN_SENDING) | CC_RUN_BIT(CC_RUN_WAITING) | CC_RUN_BIT(CC_RUN_RECEIVED),
+    [CC_RUN_WAITING]    = CC_RUN_BIT(CC_RUN_PARKED) | CC_RUN_BIT(CC_RUN_RECEIVED),
+    [CC_RUN_RECEIVED]   = CC_RUN_BIT(CC_RUN_DONE),
+    [CC_RUN_DONE]       = 0,
+};
+
+static int cc_run_word(const struct cc_run *run)
+{
+    return __atomic_load_n(&run->word, __ATOMIC_ACQUIRE);
+}
+
+void cc_run_init(struct cc_run *run, enum cc_run_phase phase, int flags)
+{
+    __atomic_store_n(&run->word, (flags & ~CC_RUN_PHASE_MASK) | phase, __ATOMIC_RELEASE);
+}
+
+enum cc_run_phase cc_run_phase(const struct cc_run *run)
+{
+    return cc_run_word(run) & CC_RUN_PHASE_MASK;
+}
+
+int cc_run_test(const struct cc_run *run, int flags)
+{
+    return (cc_run_word(run) & flags) != 0;
+}
+
+void cc_run_set(struct cc_run *run, int flags)
+{
+    __atomic_fetch_or(&run->word, flags & ~CC_RUN_PHASE_MASK, __ATOMIC_ACQ_REL);
+}
+
+void cc_run_clear(struct cc_run *run, int flags)
+{
+    __atomic_fetch_and(&run->word, ~(flags & ~CC_RUN_PHASE_MASK), __ATOMIC_ACQ_REL);
+}
+
+int cc_run_move(struct cc_run *run, unsigned int from, enum cc_run_phase to)
+{
+    int word = cc_run_word(run);
+
+    if ((unsigned int)to >= CC_RUN_PHASES) return -1;
+    for (;;)
+    {
+        unsigned int phase = word & CC_RUN_PHASE_MASK;
+
+        if (phase >= CC_RUN_PHASES || !(from & CC_RUN_BIT(phase)) || !(cc_run_edges[phase] & CC_RUN_BIT(to)))
+            return -1;
+        if (__atomic_compare_exchange_n(&run->word, &word, (word & ~CC_RUN_PHASE_MASK) | to, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 0;
+    }
 }
 
 void cc_stack_init(struct cc_stack *stack)

@@ -77,6 +77,58 @@ enum cc_status cc_call_finish(struct cc_call *call);
 /* What ICancelMethodCalls::TestCancel reports. */
 enum cc_status cc_call_test(const struct cc_call *call);
 
+/*
+ * Life of one run of a call on a worker fiber (runner.c), seen by the fiber
+ * and by its thread:
+ *
+ *   MARSHALING --request filled--> BUFFERED --its SendReceive--> SENDING
+ *   SENDING --Wine waits for the reply: the fiber parks--> PARKED
+ *   PARKED --resumed, Wine's wait returns--> SENDING
+ *   PARKED --resumed to wait itself--> WAITING --abandoned--> PARKED
+ *   SENDING, PARKED, WAITING --SendReceive returned--> RECEIVED
+ *   MARSHALING, BUFFERED, SENDING, RECEIVED --the body returned--> DONE
+ *
+ * A proxy method (an asynchronous call) starts in MARSHALING; a task (a
+ * synchronous call's SendReceive) starts in SENDING.  The flags beside the
+ * phase change from any thread; the phase only on the run's own thread.
+ */
+enum cc_run_phase
+{
+    CC_RUN_MARSHALING = 0,
+    CC_RUN_BUFFERED,
+    CC_RUN_SENDING,
+    CC_RUN_PARKED,
+    CC_RUN_WAITING,
+    CC_RUN_RECEIVED,
+    CC_RUN_DONE,
+    CC_RUN_PHASES
+};
+
+#define CC_RUN_BIT(phase)   (1u << (phase))
+#define CC_RUN_PHASE_MASK   0xff
+#define CC_RUN_REPLIED      0x0100  /* what the parked wait waits for was signalled (and taken) */
+#define CC_RUN_DISCARD      0x0200  /* cancelled or abandoned: the reply is not delivered */
+#define CC_RUN_HAS_PARKED   0x0400  /* it parked once: the thread went on without it */
+#define CC_RUN_INLINE       0x0800  /* resumed to wait for the reply itself */
+#define CC_RUN_WATCH        0x1000  /* the pool watches for the reply from the moment it parks */
+#define CC_RUN_ACTIVE       0x2000  /* switched to, not yet back */
+#define CC_RUN_SENT         0x4000  /* its own request went out */
+
+struct cc_run
+{
+    int word;           /* phase | flags; accessed only with atomic builtins */
+};
+
+void cc_run_init(struct cc_run *run, enum cc_run_phase phase, int flags);
+enum cc_run_phase cc_run_phase(const struct cc_run *run);
+/* Nonzero if any of flags is set. */
+int cc_run_test(const struct cc_run *run, int flags);
+void cc_run_set(struct cc_run *run, int flags);
+void cc_run_clear(struct cc_run *run, int flags);
+/* Moves to 'to' if the phase is one of 'from' (CC_RUN_BIT masks) and the
+ * edge exists; 0 on success, -1 (nothing changed) otherwise. */
+int cc_run_move(struct cc_run *run, unsigned int from, enum cc_run_phase to);
+
 /* Converts a COM timeout in seconds to milliseconds, saturating below INFINITE. */
 unsigned int cc_seconds_to_ms(unsigned long seconds);
 

@@ -1,27 +1,56 @@
 /*
- * cocancel.dll entry point.
+ * cocancel.dll entry point: wires the layers together.
+ *
+ * Owns the order of set-up at process attach and the clean-up at thread
+ * detach, and the one table that hands each layer's replacement functions
+ * down to winepatch.c, so that no lower layer names a higher one.
  */
 
 #include "cocancel_private.h"
 
-/***********************************************************************
- *           CocancelGetStatus    (cocancel.@)
- */
-HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
+static void wire_layers(void)
 {
-    if (!status || status->size != sizeof(*status)) return E_INVALIDARG;
-    patch_get_status(status);
-    channel_get_status(status);
-    async_get_status(status);
-    return S_OK;
+    struct wine_functions hooks = { 0 };
+
+    hooks.SendReceive = synccall_SendReceive;
+    hooks.FreeBuffer = synccall_FreeBuffer;
+    hooks.I_RpcSendReceive = transport_I_RpcSendReceive;
+    hooks.I_RpcGetBuffer = transport_I_RpcGetBuffer;
+    hooks.RpcServerUnregisterIf = transport_RpcServerUnregisterIf;
+    hooks.WaitForMultipleObjectsEx = runner_WaitForMultipleObjectsEx;
+    hooks.MsgWaitForMultipleObjectsEx = runner_MsgWaitForMultipleObjectsEx;
+    hooks.CreateProxy = callfactory_CreateProxy;
+    hooks.manager_QueryInterface = callfactory_manager_QueryInterface;
+#ifdef __x86_64__
+    hooks.NdrDcomAsyncClientCall = (void *)dcom_entry;
+#endif
+    winepatch_init(&hooks);
 }
 
-/***********************************************************************
- *           CocancelWaitChannel    (cocancel.@)
- */
-HRESULT WINAPI CocancelWaitChannel(DWORD timeout)
+static void process_attach(HINSTANCE instance)
 {
-    return channel_wait_ready(timeout) ? S_OK : RPC_S_CALLPENDING;
+    wire_layers();
+    cancelobj_init();
+    api_init();
+    apiroute_install(instance);
+    if (!GetModuleHandleW(L"combase.dll")) return;
+
+    /* Proxied calls: the channel hook, the transport, the channel itself (found by discovery). */
+    transport_init();
+    synccall_init(asynccall_send_receive);
+    if (discovery_init() && orpchook_init(asynccall_request_filled))
+    {
+        winepatch_transport_imports();
+        /* The thread starts running once the loader has finished attaching DLLs. */
+        if (discovery_user_program()) discovery_start();
+    }
+
+    /* Worker fibers, call objects, ICallFactory on proxies. */
+    asynccall_init();
+    if (!runner_init()) return;
+    winepatch_wait_imports();
+    winepatch_proxy_factory();
+    winepatch_ndr_async();
 }
 
 BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
@@ -31,14 +60,11 @@ BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
     case DLL_PROCESS_ATTACH:
         cc_debug_init();
         TRACE("%p, attach\n", instance);
-        cancel_init();
-        patch_install(instance);
-        channel_init();
-        async_init();
+        process_attach(instance);
         break;
     case DLL_THREAD_DETACH:
-        cancel_thread_detach();
-        async_thread_detach();
+        cancelobj_thread_detach();
+        runner_thread_detach();
         break;
     }
     return TRUE;

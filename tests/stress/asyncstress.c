@@ -430,7 +430,7 @@ static unsigned int count_arg(unsigned int fallback)
     char **argv;
     int argc = winetest_get_mainargs(&argv);
 
-    return argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : fallback;
+    return argc > 2 && atoi(argv[2]) > 0 ? (unsigned int)atoi(argv[2]) : fallback;
 }
 
 static const char *name(DWORD model)

@@ -276,6 +276,146 @@ static void test_table(void **state)
     assert_int_equal(cc_table_remove(&table, &dup), -1);
 }
 
+/* The life of an asynchronous call's run: every edge the engine takes, in order. */
+static void test_run_method_life(void **state)
+{
+    struct cc_run run;
+
+    (void)state;
+    cc_run_init(&run, CC_RUN_MARSHALING, CC_RUN_WATCH);
+    assert_int_equal(cc_run_phase(&run), CC_RUN_MARSHALING);
+    assert_true(cc_run_test(&run, CC_RUN_WATCH));
+    assert_false(cc_run_test(&run, CC_RUN_REPLIED | CC_RUN_DISCARD));
+    /* A SendReceive before the request was filled is not the run's. */
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_BUFFERED), CC_RUN_SENDING), -1);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_MARSHALING), CC_RUN_BUFFERED), 0);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_BUFFERED), CC_RUN_SENDING), 0);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_SENDING), CC_RUN_PARKED), 0);
+    /* Finish_ resumes it to wait itself; a cancel parks it again. */
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_WAITING), 0);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_WAITING), CC_RUN_PARKED), 0);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_RECEIVED), 0);
+    assert_int_equal(cc_run_move(&run, ~0u, CC_RUN_DONE), 0);
+    assert_int_equal(cc_run_phase(&run), CC_RUN_DONE);
+    /* Nothing leaves DONE: a finished run is never resumed into its body again. */
+    assert_int_equal(cc_run_move(&run, ~0u, CC_RUN_SENDING), -1);
+    assert_int_equal(cc_run_move(&run, ~0u, CC_RUN_PARKED), -1);
+    assert_true(cc_run_test(&run, CC_RUN_WATCH));
+}
+
+/* A task (a synchronous call) parks and resumes any number of times, then ends. */
+static void test_run_task_life(void **state)
+{
+    struct cc_run run;
+    int i;
+
+    (void)state;
+    cc_run_init(&run, CC_RUN_SENDING, 0);
+    for (i = 0; i < 3; i++)
+    {
+        assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_SENDING), CC_RUN_PARKED), 0);
+        assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_SENDING), 0);
+    }
+    assert_int_equal(cc_run_move(&run, ~0u, CC_RUN_DONE), 0);
+}
+
+/* Edges that do not exist are refused and change nothing, whatever 'from' allows. */
+static void test_run_refuses_missing_edges(void **state)
+{
+    static const struct { enum cc_run_phase from, to; } missing[] =
+    {
+        { CC_RUN_MARSHALING, CC_RUN_SENDING },
+        { CC_RUN_MARSHALING, CC_RUN_PARKED },
+        { CC_RUN_BUFFERED, CC_RUN_PARKED },
+        { CC_RUN_SENDING, CC_RUN_WAITING },
+        { CC_RUN_PARKED, CC_RUN_DONE },
+        { CC_RUN_WAITING, CC_RUN_DONE },
+        { CC_RUN_WAITING, CC_RUN_SENDING },
+        { CC_RUN_RECEIVED, CC_RUN_SENDING },
+        { CC_RUN_DONE, CC_RUN_MARSHALING },
+    };
+    struct cc_run run;
+    unsigned int i;
+
+    (void)state;
+    for (i = 0; i < sizeof(missing) / sizeof(missing[0]); i++)
+    {
+        cc_run_init(&run, missing[i].from, CC_RUN_SENT);
+        assert_int_equal(cc_run_move(&run, ~0u, missing[i].to), -1);
+        assert_int_equal(cc_run_phase(&run), missing[i].from);
+        assert_true(cc_run_test(&run, CC_RUN_SENT));
+    }
+    /* An existing edge from a phase not in 'from' is refused too. */
+    cc_run_init(&run, CC_RUN_SENDING, 0);
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_BUFFERED), CC_RUN_PARKED), -1);
+    assert_int_equal(cc_run_phase(&run), CC_RUN_SENDING);
+    assert_int_equal(cc_run_move(&run, ~0u, CC_RUN_PHASES), -1);
+}
+
+/* Flags set and cleared never touch the phase, and the phase never touches the flags. */
+static void test_run_flags(void **state)
+{
+    struct cc_run run;
+
+    (void)state;
+    cc_run_init(&run, CC_RUN_SENDING, 0);
+    cc_run_set(&run, CC_RUN_REPLIED | CC_RUN_DISCARD | CC_RUN_PHASE_MASK);
+    assert_int_equal(cc_run_phase(&run), CC_RUN_SENDING);
+    assert_true(cc_run_test(&run, CC_RUN_REPLIED));
+    assert_true(cc_run_test(&run, CC_RUN_DISCARD));
+    cc_run_clear(&run, CC_RUN_REPLIED | CC_RUN_PHASE_MASK);
+    assert_int_equal(cc_run_phase(&run), CC_RUN_SENDING);
+    assert_false(cc_run_test(&run, CC_RUN_REPLIED));
+    assert_true(cc_run_test(&run, CC_RUN_DISCARD));
+    assert_int_equal(cc_run_move(&run, CC_RUN_BIT(CC_RUN_SENDING), CC_RUN_RECEIVED), 0);
+    assert_true(cc_run_test(&run, CC_RUN_DISCARD));
+}
+
+struct run_race
+{
+    struct cc_run run;
+    pthread_barrier_t barrier;
+};
+
+static void *race_flags(void *arg)
+{
+    struct run_race *race = arg;
+    int i;
+
+    pthread_barrier_wait(&race->barrier);
+    for (i = 0; i < 1000; i++)
+    {
+        cc_run_set(&race->run, CC_RUN_REPLIED);
+        cc_run_clear(&race->run, CC_RUN_REPLIED);
+    }
+    cc_run_set(&race->run, CC_RUN_DISCARD);
+    return NULL;
+}
+
+/* Another thread's flags (a reply noted by the pool, a cancel) are never lost to a phase move. */
+static void test_run_race_flags_and_moves(void **state)
+{
+    struct run_race race;
+    pthread_t other;
+    int i;
+
+    (void)state;
+    cc_run_init(&race.run, CC_RUN_SENDING, 0);
+    pthread_barrier_init(&race.barrier, NULL, 2);
+    pthread_create(&other, NULL, race_flags, &race);
+    pthread_barrier_wait(&race.barrier);
+    for (i = 0; i < 1000; i++)
+    {
+        assert_int_equal(cc_run_move(&race.run, CC_RUN_BIT(CC_RUN_SENDING), CC_RUN_PARKED), 0);
+        assert_int_equal(cc_run_move(&race.run, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_SENDING), 0);
+    }
+    pthread_join(other, NULL);
+    pthread_barrier_destroy(&race.barrier);
+    assert_int_equal(cc_run_phase(&race.run), CC_RUN_SENDING);
+    assert_true(cc_run_test(&race.run, CC_RUN_DISCARD));
+    assert_false(cc_run_test(&race.run, CC_RUN_REPLIED));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] =
@@ -292,6 +432,11 @@ int main(void)
         cmocka_unit_test(test_seconds_to_ms),
         cmocka_unit_test(test_stack),
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_run_method_life),
+        cmocka_unit_test(test_run_task_life),
+        cmocka_unit_test(test_run_refuses_missing_edges),
+        cmocka_unit_test(test_run_flags),
+        cmocka_unit_test(test_run_race_flags_and_moves),
     };
 
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

@@ -68,7 +68,7 @@ static BOOL inject(HANDLE process, const WCHAR *engine)
     if (WriteProcessMemory(process, remote, engine, size, NULL))
     {
         /* kernel32 sits at the same address in every process of a session. */
-        LPTHREAD_START_ROUTINE load = (LPTHREAD_START_ROUTINE)GetProcAddress(GetModuleHandleW(L"kernel32.dll"), "LoadLibraryW");
+        LPTHREAD_START_ROUTINE load = (LPTHREAD_START_ROUTINE)(void *)GetProcAddress(GetModuleHandleW(L"kernel32.dll"), "LoadLibraryW");
 
         if ((thread = CreateRemoteThread(process, NULL, 0, load, remote, 0, NULL)))
         {

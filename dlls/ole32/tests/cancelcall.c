@@ -33,7 +33,7 @@ static HRESULT (WINAPI *pCoTestCancel)(void);
 static HRESULT (WINAPI *pCoGetCancelObject)(DWORD, REFIID, void **);
 static HRESULT (WINAPI *pCoSetCancelObject)(IUnknown *);
 
-#define SLOW_RESULT  0x8004c0deu   /* CreateInstance's own result when nobody cancels */
+#define SLOW_RESULT  ((HRESULT)0x8004c0de)  /* CreateInstance's own result when nobody cancels */
 #define ABORT_RESULT E_ABORT       /* ... when it saw the cancel and stopped */
 
 /* What the server saw; written by the server thread, read after the call. */

@@ -1,18 +1,20 @@
 /*
- * The COM cancellation API: CoCancelCall, CoTestCancel, CoGetCancelObject,
- * CoSetCancelObject, and cocancel's cancel object.
+ * Cancel objects and each thread's stack of them.
  *
- * Each thread that registers a cancel object gets a record holding its stack
- * of cancel objects.  The record is found by the owner through TLS and by
- * other threads through a table keyed by thread id; a reference count keeps
- * it alive while another thread looks at it, so a thread may exit at any time.
+ * Owns cocancel's cancel object (the state of one synchronous call,
+ * cancellable from any thread; its events come from a small pool and are
+ * taken only when somebody waits), and the per-thread stacks that
+ * CoSetCancelObject pushes onto and CoGetCancelObject / CoCancelCall look
+ * at.  Each thread that registers a cancel object gets a record holding its
+ * stack.  The record is found by the owner through TLS and by other threads
+ * through a table keyed by thread id; a reference count keeps it alive while
+ * another thread looks at it, so a thread may exit at any time.
  */
 
 #include "cocancel_private.h"
 
-HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
-HRESULT (WINAPI *p_CoEnableCallCancellation)(void *reserved);
-HRESULT (WINAPI *p_CoDisableCallCancellation)(void *reserved);
+static HRESULT (WINAPI *p_CoEnableCallCancellation)(void *reserved);
+static HRESULT (WINAPI *p_CoDisableCallCancellation)(void *reserved);
 
 HRESULT hresult_from_status(enum cc_status status)
 {
@@ -35,12 +37,56 @@ HRESULT hresult_from_status(enum cc_status status)
  * a successful probe is undone at once.  Only the calling thread touches its
  * own count, so the probe cannot race.
  */
-BOOL cancellation_enabled(void)
+BOOL cancelobj_enabled(void)
 {
     if (!p_CoDisableCallCancellation || !p_CoEnableCallCancellation) return FALSE;
     if (p_CoDisableCallCancellation(NULL) != S_OK) return FALSE;
     p_CoEnableCallCancellation(NULL);
     return TRUE;
+}
+
+/*
+ * Manual-reset events kept for reuse (cancel objects take one per call
+ * somebody waits for): no kernel object is created or closed per call, and
+ * a 'cancelled' event of a call nobody cancels needs no operation at all.
+ */
+#define MAX_POOLED_EVENTS 64
+
+struct pooled_event
+{
+    SLIST_ENTRY entry;
+    HANDLE event;
+};
+
+static SLIST_HEADER event_pool;
+static LONG pooled_events;
+
+static HANDLE take_event(void)
+{
+    struct pooled_event *item = (struct pooled_event *)InterlockedPopEntrySList(&event_pool);
+    HANDLE event;
+
+    if (!item) return CreateEventW(NULL, TRUE, FALSE, NULL);
+    InterlockedDecrement(&pooled_events);
+    event = item->event;
+    _aligned_free(item);
+    return event;
+}
+
+/* Takes back an event that is not signalled. */
+static void give_back_event(HANDLE event)
+{
+    struct pooled_event *item;
+
+    if (InterlockedIncrement(&pooled_events) > MAX_POOLED_EVENTS ||
+        !(item = _aligned_malloc(sizeof(*item), MEMORY_ALLOCATION_ALIGNMENT)))
+    {
+        InterlockedDecrement(&pooled_events);
+        CloseHandle(event);
+        return;
+    }
+    item->event = event;
+    InterlockedPushEntrySList(&event_pool, &item->entry);
 }
 
 struct thread_record
@@ -57,7 +103,7 @@ static SRWLOCK table_lock = SRWLOCK_INIT;
 static struct cc_thread_table thread_table;
 static DWORD record_tls = TLS_OUT_OF_INDEXES;
 
-void cancel_init(void)
+void cancelobj_init(void)
 {
     HMODULE combase;
 
@@ -65,12 +111,11 @@ void cancel_init(void)
     record_tls = TlsAlloc();
     if ((combase = LoadLibraryW(L"combase.dll")))
     {
-        p_CoGetCallContext = (void *)GetProcAddress(combase, "CoGetCallContext");
         p_CoEnableCallCancellation = (void *)GetProcAddress(combase, "CoEnableCallCancellation");
         p_CoDisableCallCancellation = (void *)GetProcAddress(combase, "CoDisableCallCancellation");
     }
-    if (!p_CoGetCallContext || !p_CoEnableCallCancellation || !p_CoDisableCallCancellation)
-        ERR("combase lacks the call-context or enable/disable functions\n");
+    if (!p_CoEnableCallCancellation || !p_CoDisableCallCancellation)
+        ERR("combase lacks the enable/disable functions\n");
 }
 
 static ULONGLONG thread_creation_time(HANDLE thread)
@@ -154,7 +199,7 @@ static BOOL record_owner_alive(const struct thread_record *record)
 }
 
 /* The record of thread tid (0: the calling thread) with a reference added, or NULL. */
-static struct thread_record *find_record(DWORD tid)
+static struct thread_record *find_thread_record(DWORD tid)
 {
     struct thread_record *record = NULL;
     struct cc_thread_node *node;
@@ -184,7 +229,7 @@ static struct thread_record *find_record(DWORD tid)
     return record;
 }
 
-void cancel_thread_detach(void)
+void cancelobj_thread_detach(void)
 {
     struct thread_record *record;
 
@@ -195,39 +240,23 @@ void cancel_thread_detach(void)
     record_release(record);
 }
 
-/***********************************************************************
- *           CoGetCancelObject    (cocancel.@)
- *
- * The innermost cancel object of thread tid (0: this thread), as riid.
- * E_INVALIDARG for NULL riid/ppv; E_NOINTERFACE when the thread has none
- * (also for unknown or exited threads) or the object lacks riid.
- */
-HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
+
+/* The innermost cancel object of thread tid (0: this thread), referenced; NULL if it has none. */
+IUnknown *cancelobj_stack_top(DWORD tid)
 {
     struct thread_record *record;
-    IUnknown *unk = NULL;
-    HRESULT hr;
+    IUnknown *unk;
 
-    TRACE("%04lx, %s, %p\n", tid, cc_debugstr_guid(riid), ppv);
-
-    if (!ppv) return E_INVALIDARG;
-    *ppv = NULL;
-    if (!riid) return E_INVALIDARG;
-    if (!(record = find_record(tid))) return E_NOINTERFACE;
-
+    if (!(record = find_thread_record(tid))) return NULL;
     AcquireSRWLockShared(&record->lock);
     if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
     ReleaseSRWLockShared(&record->lock);
     record_release(record);
-
-    if (!unk) return E_NOINTERFACE;
-    hr = IUnknown_QueryInterface(unk, riid, ppv);
-    IUnknown_Release(unk);
-    return hr;
+    return unk;
 }
 
 /* Pushes unk on the calling thread's stack, with a reference of its own. */
-static HRESULT push_cancel_object(IUnknown *unk)
+HRESULT cancelobj_stack_push(IUnknown *unk)
 {
     struct thread_record *record;
 
@@ -244,78 +273,17 @@ static HRESULT push_cancel_object(IUnknown *unk)
     return S_OK;
 }
 
-/***********************************************************************
- *           CoSetCancelObject    (cocancel.@)
- *
- * Pushes unk on this thread's stack of cancel objects (adding a reference),
- * or with NULL pops the innermost one.  E_NOINTERFACE if unk has no
- * ICancelMethodCalls; E_OUTOFMEMORY.  Popping an empty stack is S_OK.
- */
-HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
+/* Pops the calling thread's innermost cancel object, if any; the caller releases it. */
+IUnknown *cancelobj_stack_pop(void)
 {
     struct thread_record *record;
-    ICancelMethodCalls *cancel;
     IUnknown *popped;
 
-    TRACE("%p\n", unk);
-
-    if (!unk)
-    {
-        if (!(record = current_record(FALSE))) return S_OK;
-        AcquireSRWLockExclusive(&record->lock);
-        popped = cc_stack_pop(&record->stack);
-        ReleaseSRWLockExclusive(&record->lock);
-        /* Released outside the lock: the object's destructor is foreign code. */
-        if (popped) IUnknown_Release(popped);
-        return S_OK;
-    }
-
-    if (FAILED(IUnknown_QueryInterface(unk, &IID_ICancelMethodCalls, (void **)&cancel)))
-        return E_NOINTERFACE;
-    ICancelMethodCalls_Release(cancel);
-
-    return push_cancel_object(unk);
-}
-
-/***********************************************************************
- *           CoCancelCall    (cocancel.@)
- *
- * Cancels the innermost call of thread tid (0: this thread) through its
- * cancel object: E_NOINTERFACE without one, otherwise what Cancel answers
- * (S_OK, CO_E_CANCEL_DISABLED, RPC_E_CALL_COMPLETE).
- */
-HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout)
-{
-    ICancelMethodCalls *cancel;
-    HRESULT hr;
-
-    TRACE("%04lx, %lu\n", tid, timeout);
-
-    if (FAILED(hr = CoGetCancelObject(tid, &IID_ICancelMethodCalls, (void **)&cancel))) return hr;
-    hr = ICancelMethodCalls_Cancel(cancel, timeout);
-    ICancelMethodCalls_Release(cancel);
-    return hr;
-}
-
-/***********************************************************************
- *           CoTestCancel    (cocancel.@)
- *
- * Inside a server method: RPC_E_CALL_CANCELED once the client cancelled,
- * RPC_S_CALLPENDING otherwise.  Outside one, what CoGetCallContext answers
- * (RPC_E_CALL_COMPLETE).
- */
-HRESULT WINAPI CoTestCancel(void)
-{
-    ICancelMethodCalls *cancel;
-    HRESULT hr;
-
-    TRACE("\n");
-
-    if (!p_CoGetCallContext) return RPC_E_CALL_COMPLETE;
-    if (FAILED(hr = p_CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel))) return hr;
-    hr = ICancelMethodCalls_TestCancel(cancel);
-    ICancelMethodCalls_Release(cancel);
-    return hr;
+    if (!(record = current_record(FALSE))) return NULL;
+    AcquireSRWLockExclusive(&record->lock);
+    popped = cc_stack_pop(&record->stack);
+    ReleaseSRWLockExclusive(&record->lock);
+    return popped;
 }
 
 /* cocancel's cancel object: the state of one call, cancellable from any thread. */
@@ -329,50 +297,6 @@ struct cancel_object
     LONG settled_word;  /* an address to wait on: 1 settled, 0 not, 2 not and somebody waits */
     ULONGLONG call_id;  /* the proxied call it stands for (0: none), see channel.c */
 };
-
-/*
- * Manual-reset events kept for reuse (cancel objects take one per call
- * somebody waits for): no kernel object is created or closed per call, and
- * a 'cancelled' event of a call nobody cancels needs no operation at all.
- */
-#define MAX_POOLED_EVENTS 64
-
-struct pooled_event
-{
-    SLIST_ENTRY entry;
-    HANDLE event;
-};
-
-static SLIST_HEADER event_pool;
-static LONG pooled_events;
-
-static HANDLE take_event(void)
-{
-    struct pooled_event *item = (struct pooled_event *)InterlockedPopEntrySList(&event_pool);
-    HANDLE event;
-
-    if (!item) return CreateEventW(NULL, TRUE, FALSE, NULL);
-    InterlockedDecrement(&pooled_events);
-    event = item->event;
-    _aligned_free(item);
-    return event;
-}
-
-/* Takes back an event that is not signalled. */
-static void give_back_event(HANDLE event)
-{
-    struct pooled_event *item;
-
-    if (InterlockedIncrement(&pooled_events) > MAX_POOLED_EVENTS ||
-        !(item = _aligned_malloc(sizeof(*item), MEMORY_ALLOCATION_ALIGNMENT)))
-    {
-        InterlockedDecrement(&pooled_events);
-        CloseHandle(event);
-        return;
-    }
-    item->event = event;
-    InterlockedPushEntrySList(&event_pool, &item->entry);
-}
 
 static const ICancelMethodCallsVtbl cancel_object_vtbl;
 
@@ -388,7 +312,7 @@ static BOOL object_settled(struct cancel_object *object)
     return state == CC_COMPLETE || state == CC_CANCELLED;
 }
 
-static struct cancel_object *unsafe_cancel_object(ICancelMethodCalls *iface)
+static struct cancel_object *checked_cancel_object(ICancelMethodCalls *iface)
 {
     if (!iface || iface->lpVtbl != &cancel_object_vtbl) return NULL;
     return impl_from_ICancelMethodCalls(iface);
@@ -493,7 +417,7 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
     if ((status = cc_call_cancel(&object->call, seconds != 0)) != CC_OK)
         return hresult_from_status(status);
     /* The server sees the request at once, whatever grace it is given. */
-    if (object->call_id) channel_mark_cancelled(object->call_id);
+    if (object->call_id) cancelring_publish(object->call_id);
     if (seconds)
     {
         /* Give the server its grace period; completion sets the event. */
@@ -505,7 +429,7 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
     }
     settle(object);
     /* A caller blocked in the transport is released by aborting it there. */
-    if (object->call_id) channel_abort_call(object->call_id);
+    if (object->call_id) transport_abort(object->call_id);
     return S_OK;
 }
 
@@ -526,7 +450,7 @@ static const ICancelMethodCallsVtbl cancel_object_vtbl =
     cancel_object_TestCancel,
 };
 
-HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel)
+HRESULT cancelobj_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel)
 {
     struct cancel_object *object;
 
@@ -544,19 +468,14 @@ HRESULT cancel_object_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodC
 }
 
 /* Cancels the call whether or not cancellation was enabled (message-filter cancel). */
-void cancel_object_abort(ICancelMethodCalls *cancel)
+void cancelobj_abort(ICancelMethodCalls *cancel)
 {
     struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
 
     if (cc_call_abort(&object->call) != CC_OK) return;
-    if (object->call_id) channel_mark_cancelled(object->call_id);
+    if (object->call_id) cancelring_publish(object->call_id);
     settle(object);
-    if (object->call_id) channel_abort_call(object->call_id);
-}
-
-HANDLE cancel_object_event(ICancelMethodCalls *cancel)
-{
-    return settled_event(impl_from_ICancelMethodCalls(cancel));
+    if (object->call_id) transport_abort(object->call_id);
 }
 
 /*
@@ -564,7 +483,7 @@ HANDLE cancel_object_event(ICancelMethodCalls *cancel)
  * it costs no round trip to the server, unlike an event, for the caller
  * or for whoever settles the call.
  */
-void cancel_object_wait(ICancelMethodCalls *cancel)
+void cancelobj_wait(ICancelMethodCalls *cancel)
 {
     struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
     LONG waiting = 2;
@@ -575,26 +494,26 @@ void cancel_object_wait(ICancelMethodCalls *cancel)
 }
 
 /* An event set when the call is cancelled (only then), owned by the object. */
-HANDLE cancel_object_cancelled_event(ICancelMethodCalls *cancel)
+HANDLE cancelobj_cancelled_event(ICancelMethodCalls *cancel)
 {
     struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
 
     return publish_event(object, &object->cancelled, object_cancelled);
 }
 
-enum cc_state cancel_object_state(ICancelMethodCalls *cancel)
+enum cc_state cancelobj_state(ICancelMethodCalls *cancel)
 {
     return cc_call_state(&impl_from_ICancelMethodCalls(cancel)->call);
 }
 
 /* Pushes a cancel object on the calling thread's stack without the checks of CoSetCancelObject. */
-HRESULT cancel_object_push(ICancelMethodCalls *cancel)
+HRESULT cancelobj_push(ICancelMethodCalls *cancel)
 {
-    return push_cancel_object((IUnknown *)cancel);
+    return cancelobj_stack_push((IUnknown *)cancel);
 }
 
 /* Pops 'cancel' if it is the innermost object (a program may have pushed its own on top). */
-void cancel_object_pop(ICancelMethodCalls *cancel)
+void cancelobj_pop(ICancelMethodCalls *cancel)
 {
     struct thread_record *record = current_record(FALSE);
     BOOL popped = FALSE;
@@ -611,27 +530,12 @@ void cancel_object_pop(ICancelMethodCalls *cancel)
     else WARN("cancel object %p is not the innermost one; left on the stack\n", cancel);
 }
 
-/***********************************************************************
- *           CocancelCreateCancelObject    (cocancel.@)
- */
-HRESULT WINAPI CocancelCreateCancelObject(BOOL cancellable, ICancelMethodCalls **cancel)
-{
-    TRACE("%d, %p\n", cancellable, cancel);
 
-    if (!cancel) return E_INVALIDARG;
-    *cancel = NULL;
-    return cancel_object_create(cancellable, 0, cancel);
-}
-
-/***********************************************************************
- *           CocancelCompleteCall    (cocancel.@)
- */
-HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel)
+/* The call behind a cancel object of cocancel's has finished (CocancelCompleteCall). */
+HRESULT cancelobj_complete(ICancelMethodCalls *cancel)
 {
-    struct cancel_object *object = unsafe_cancel_object(cancel);
+    struct cancel_object *object = checked_cancel_object(cancel);
     enum cc_status status;
-
-    TRACE("%p\n", cancel);
 
     if (!object) return E_INVALIDARG;
     status = cc_call_complete(&object->call);
@@ -639,15 +543,11 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel)
     return hresult_from_status(status);
 }
 
-/***********************************************************************
- *           CocancelWaitCall    (cocancel.@)
- */
-HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout)
+/* Waits for the call behind a cancel object of cocancel's to settle (CocancelWaitCall). */
+HRESULT cancelobj_wait_settled(ICancelMethodCalls *cancel, DWORD timeout)
 {
-    struct cancel_object *object = unsafe_cancel_object(cancel);
+    struct cancel_object *object = checked_cancel_object(cancel);
     HANDLE event;
-
-    TRACE("%p, %lu\n", cancel, timeout);
 
     if (!object) return E_INVALIDARG;
     if (!(event = settled_event(object))) return E_OUTOFMEMORY;

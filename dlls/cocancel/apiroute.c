@@ -1,0 +1,379 @@
+/*
+ * Getting the cancellation API into unmodified programs.
+ *
+ * Owns the routes by which a program reaches CoCancelCall, CoTestCancel,
+ * CoGetCancelObject and CoSetCancelObject, which Wine 8.0 leaves out of
+ * ole32 and has as winebuild stubs in combase:
+ *
+ *  - each combase stub becomes a jump to the engine (winepatch_stub, which
+ *    decodes the stub and reads back the name it carries first);
+ *  - the four names are grafted onto ole32's export table, so GetProcAddress
+ *    and delay-loaded imports find them (unless ole32 exports them already,
+ *    as the carrier ole32.dll does);
+ *  - import slots that the loader bound to its "unimplemented function"
+ *    stubs are redirected, after reading the stub's names back, in every
+ *    loaded module and, through LdrRegisterDllNotification, in every later
+ *    one.
+ *
+ * Nothing is written unless the bytes are exactly what is expected; a
+ * mismatch is counted as refused and left alone.  Where combase implements a
+ * function itself, the engine leaves it in place.
+ */
+
+#include <string.h>
+#include "cocancel_private.h"
+#include <psapi.h>
+
+const struct api_export api_exports[] =
+{
+    { "CoCancelCall",      CoCancelCall },
+    { "CoGetCancelObject", CoGetCancelObject },
+    { "CoSetCancelObject", CoSetCancelObject },
+    { "CoTestCancel",      CoTestCancel },
+};
+
+static LONG routes;
+static LONG repaired_imports;
+static HMODULE engine_module;
+
+static void route_add(DWORD route)
+{
+    InterlockedOr(&routes, route);
+}
+
+void apiroute_get_status(struct cocancel_status *status)
+{
+    status->routes |= (DWORD)InterlockedCompareExchange(&routes, 0, 0);
+    status->repaired_imports = (DWORD)InterlockedCompareExchange(&repaired_imports, 0, 0);
+}
+
+static const struct api_export *find_api(const char *name)
+{
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
+        if (!strcmp(api_exports[i].name, name)) return &api_exports[i];
+    return NULL;
+}
+
+/* Turns combase's stubs for the API into jumps to the engine. */
+static void patch_combase(HMODULE combase)
+{
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
+    {
+        switch (winepatch_stub(combase, api_exports[i].name, api_exports[i].function))
+        {
+        case STUB_PATCHED:
+            route_add(COCANCEL_ROUTE_COMBASE_STUBS);
+            break;
+        case STUB_NOT_A_STUB:
+            /* Either Wine implements it now (then it is left alone), or this
+             * is a layout we do not know; in both cases hands off. */
+            route_add(COCANCEL_ROUTE_COMBASE_REAL);
+            break;
+        case STUB_REFUSED:
+            return;
+        case STUB_ABSENT:
+            break;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * The ole32 export graft.
+ */
+
+/* Is this the builtin ole32 that cocancel's carrier loaded to forward to?
+ * Programs never bind to it by name, so it is left as it is. */
+static BOOL behind_carrier(HMODULE ole32)
+{
+    HMODULE modules[1024];
+    DWORD needed = 0, i;
+
+    if (!K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed)) return FALSE;
+    for (i = 0; i < min(needed / sizeof(HMODULE), ARRAY_SIZE(modules)); i++)
+        if (modules[i] != ole32 && pe_module_is(modules[i], L"ole32.dll") &&
+            GetProcAddress(modules[i], "CocancelCarrierVersion"))
+            return TRUE;
+    return FALSE;
+}
+
+struct graft_name
+{
+    const char *name;
+    WORD index;   /* into AddressOfFunctions */
+};
+
+static int __cdecl compare_graft_names(const void *a, const void *b)
+{
+    return strcmp(((const struct graft_name *)a)->name, ((const struct graft_name *)b)->name);
+}
+
+/* What a new export directory for ole32 is made of. */
+struct graft
+{
+    HMODULE module;
+    const IMAGE_EXPORT_DIRECTORY *old;
+    DWORD old_rva, old_size;
+    const char *dll_name;
+    unsigned int missing[ARRAY_SIZE(api_exports)], missing_count;
+    BYTE *block;            /* the jumps, then the directory */
+    SIZE_T total;
+    IMAGE_EXPORT_DIRECTORY *dir;
+    DWORD dir_size;
+};
+
+static BOOL is_forwarder(const struct graft *graft, DWORD rva)
+{
+    return rva >= graft->old_rva && rva < graft->old_rva + graft->old_size;
+}
+
+/* Sizes the new directory and allocates it near the image. */
+static BOOL graft_layout(struct graft *graft, IMAGE_NT_HEADERS *nt)
+{
+    const DWORD *old_funcs = (const DWORD *)((BYTE *)graft->module + graft->old->AddressOfFunctions);
+    DWORD strings_size = strlen(graft->dll_name) + 1, nfuncs, nnames, i;
+
+    for (i = 0; i < graft->old->NumberOfFunctions; i++)
+        if (is_forwarder(graft, old_funcs[i])) strings_size += strlen((char *)graft->module + old_funcs[i]) + 1;
+    for (i = 0; i < graft->missing_count; i++) strings_size += strlen(api_exports[graft->missing[i]].name) + 1;
+    nfuncs = graft->old->NumberOfFunctions + graft->missing_count;
+    nnames = graft->old->NumberOfNames + graft->missing_count;
+    graft->dir_size = sizeof(*graft->dir) + nfuncs * 4 + nnames * 4 + nnames * 2 + strings_size;
+    /* The jumps come first: an export inside the directory would read as a forwarder. */
+    graft->total = graft->missing_count * 16 + graft->dir_size;
+    if (!(graft->block = pe_alloc_near(graft->module, nt, graft->total))) return FALSE;
+    graft->dir = (IMAGE_EXPORT_DIRECTORY *)(graft->block + graft->missing_count * 16);
+    return TRUE;
+}
+
+/* Fills the new directory: old exports (forwarder strings copied along), the jumps, sorted names. */
+static BOOL graft_fill(struct graft *graft)
+{
+    BYTE *base = (BYTE *)graft->module;
+    const IMAGE_EXPORT_DIRECTORY *old = graft->old;
+    const DWORD *old_funcs = (const DWORD *)(base + old->AddressOfFunctions);
+    const DWORD *old_names = (const DWORD *)(base + old->AddressOfNames);
+    const WORD *old_ords = (const WORD *)(base + old->AddressOfNameOrdinals);
+    DWORD nfuncs = old->NumberOfFunctions + graft->missing_count;
+    DWORD nnames = old->NumberOfNames + graft->missing_count, i;
+    IMAGE_EXPORT_DIRECTORY *dir = graft->dir;
+    DWORD *funcs = (DWORD *)(dir + 1), *names = funcs + nfuncs;
+    WORD *ords = (WORD *)(names + nnames);
+    char *strings = (char *)(ords + nnames);
+    struct graft_name *sorted;
+
+    if (!(sorted = HeapAlloc(GetProcessHeap(), 0, nnames * sizeof(*sorted)))) return FALSE;
+    *dir = *old;
+    dir->NumberOfFunctions = nfuncs;
+    dir->NumberOfNames = nnames;
+    dir->AddressOfFunctions = (DWORD)((BYTE *)funcs - base);
+    dir->AddressOfNames = (DWORD)((BYTE *)names - base);
+    dir->AddressOfNameOrdinals = (DWORD)((BYTE *)ords - base);
+    strcpy(strings, graft->dll_name);
+    dir->Name = (DWORD)((BYTE *)strings - base);
+    strings += strlen(strings) + 1;
+
+    for (i = 0; i < old->NumberOfFunctions; i++)
+    {
+        funcs[i] = old_funcs[i];
+        if (!is_forwarder(graft, old_funcs[i])) continue;
+        strcpy(strings, (char *)base + old_funcs[i]);
+        funcs[i] = (DWORD)((BYTE *)strings - base);
+        strings += strlen(strings) + 1;
+    }
+    for (i = 0; i < old->NumberOfNames; i++)
+    {
+        sorted[i].name = (char *)base + old_names[i];
+        sorted[i].index = old_ords[i];
+    }
+    for (i = 0; i < graft->missing_count; i++)
+    {
+        const struct api_export *api = &api_exports[graft->missing[i]];
+        BYTE *jump = graft->block + 16 * i;
+
+        winepatch_make_jump(jump, api->function);
+        funcs[old->NumberOfFunctions + i] = (DWORD)(jump - base);
+        /* Names are RVAs too, so they are copied next to the directory. */
+        strcpy(strings, api->name);
+        sorted[old->NumberOfNames + i].name = strings;
+        sorted[old->NumberOfNames + i].index = old->NumberOfFunctions + i;
+        strings += strlen(strings) + 1;
+    }
+    /* The loader looks names up by binary search. */
+    qsort(sorted, nnames, sizeof(*sorted), compare_graft_names);
+    for (i = 0; i < nnames; i++)
+    {
+        names[i] = (DWORD)((const BYTE *)sorted[i].name - base);
+        ords[i] = sorted[i].index;
+    }
+    HeapFree(GetProcessHeap(), 0, sorted);
+    return TRUE;
+}
+
+/*
+ * Gives ole32 a new export directory with a jump for each API function it
+ * lacks, then repoints DataDirectory[EXPORT] to it.
+ */
+static void graft_ole32(HMODULE ole32)
+{
+    struct graft graft = { ole32 };
+    IMAGE_DATA_DIRECTORY new_entry, *entry;
+    IMAGE_NT_HEADERS *nt;
+    DWORD protect;
+    unsigned int i;
+
+    if (behind_carrier(ole32)) return;
+    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
+        if (!GetProcAddress(ole32, api_exports[i].name)) graft.missing[graft.missing_count++] = i;
+    if (!graft.missing_count)
+    {
+        route_add(COCANCEL_ROUTE_OLE32_NATIVE);
+        return;
+    }
+    if (!(nt = pe_headers(ole32))) return winepatch_refuse("ole32 headers", ole32);
+    if (!(graft.old = pe_export_directory(ole32, nt, &graft.old_rva, &graft.old_size)))
+        return winepatch_refuse("ole32 exports", ole32);
+    if (!(graft.dll_name = pe_rva(ole32, nt, graft.old->Name, 1)) || !pe_string_equals(graft.dll_name, "ole32.dll", TRUE))
+        return winepatch_refuse("ole32 export name", ole32);
+    if (graft.old->NumberOfFunctions > 0xfff0 || graft.old->NumberOfNames > graft.old->NumberOfFunctions)
+        return winepatch_refuse("ole32 export counts", ole32);
+    if (!graft_layout(&graft, nt)) return winepatch_refuse("ole32 export graft (no memory near the image)", ole32);
+    if (!graft_fill(&graft))
+    {
+        VirtualFree(graft.block, 0, MEM_RELEASE);
+        return;
+    }
+    VirtualProtect(graft.block, graft.total, PAGE_EXECUTE_READ, &protect);
+    FlushInstructionCache(GetCurrentProcess(), graft.block, graft.total);
+
+    entry = &nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXPORT];
+    new_entry.VirtualAddress = (DWORD)((BYTE *)graft.dir - (BYTE *)ole32);
+    new_entry.Size = graft.dir_size;
+    if (!pe_write(entry, &new_entry, sizeof(new_entry), FALSE))
+        return winepatch_refuse("ole32 export directory entry (protect)", entry);
+    TRACE("ole32 export table grafted at %p with %u functions\n", graft.dir, graft.missing_count);
+    route_add(COCANCEL_ROUTE_OLE32_GRAFT);
+}
+
+/* ---------------------------------------------------------------------
+ * Import repair.
+ */
+
+#ifdef __x86_64__
+/*
+ * The Wine 8.0 loader binds an import it cannot resolve to a 36-byte stub in
+ * private memory that reports "unimplemented function dll.name":
+ *   48 b9 imm64(dll)   mov rcx, dll name
+ *   48 ba imm64(name)  mov rdx, function name
+ *   4c 8b 04 24        mov r8, [rsp]
+ *   48 b8 imm64        mov rax, handler
+ *   ff e0              jmp rax
+ */
+static BOOL is_loader_stub(const BYTE *code, const char *dll, const char *name)
+{
+    MEMORY_BASIC_INFORMATION info;
+    const char *str;
+
+    if (!pe_readable(code, 36)) return FALSE;
+    if (!VirtualQuery(code, &info, sizeof(info)) || info.Type != MEM_PRIVATE) return FALSE;
+    if (memcmp(code, "\x48\xb9", 2) || memcmp(code + 10, "\x48\xba", 2)) return FALSE;
+    if (memcmp(code + 20, "\x4c\x8b\x04\x24\x48\xb8", 6) || memcmp(code + 34, "\xff\xe0", 2)) return FALSE;
+    memcpy(&str, code + 2, sizeof(str));
+    if (!pe_string_equals(str, dll, TRUE)) return FALSE;
+    memcpy(&str, code + 12, sizeof(str));
+    return pe_string_equals(str, name, FALSE);
+}
+#else  /* i386: the loader stub layout was not verified. */
+static BOOL is_loader_stub(const BYTE *code, const char *dll, const char *name)
+{
+    return FALSE;
+}
+#endif
+
+static BOOL repair_import(void *ctx, const char *dll, const char *name, void **slot)
+{
+    const struct api_export *api;
+    ULONG_PTR target;
+
+    if (_stricmp(dll, "ole32.dll") && _stricmp(dll, "combase.dll")) return TRUE;
+    if (!(api = find_api(name))) return TRUE;
+    target = (ULONG_PTR)*slot;
+    /* Already bound to the engine, directly or through the grafted exports. */
+    if (target == (ULONG_PTR)api->function || winepatch_is_jump_to((const BYTE *)target, api->function)) return TRUE;
+    if (!is_loader_stub((const BYTE *)target, dll, api->name))
+    {
+        TRACE("%s import in %p bound to %p: not a loader stub, left alone\n", api->name, ctx, (void *)target);
+        return TRUE;
+    }
+    if (!pe_write_pointer(slot, (void *)api->function))
+    {
+        winepatch_refuse("import slot (protect)", slot);
+        return TRUE;
+    }
+    TRACE("repaired %s!%s import of %p\n", dll, api->name, ctx);
+    InterlockedIncrement(&repaired_imports);
+    return TRUE;
+}
+
+/* What the engine does for every module it sees, at start-up or when loaded. */
+static void handle_module(HMODULE module)
+{
+    if (pe_module_is(module, L"combase.dll")) patch_combase(module);
+    else if (pe_module_is(module, L"ole32.dll")) graft_ole32(module);
+    if (module != engine_module) pe_for_each_import(module, repair_import, module);
+}
+
+/* ntdll's notification interface (not in the SDK headers). */
+struct dll_notification_data
+{
+    ULONG flags;
+    const void *full_name;   /* UNICODE_STRING */
+    const void *base_name;
+    void *base;
+    ULONG size;
+};
+
+#define DLL_NOTIFICATION_LOADED 1
+
+static void CALLBACK dll_notification(ULONG reason, const struct dll_notification_data *data, void *context)
+{
+    if (reason != DLL_NOTIFICATION_LOADED || !data) return;
+    /* Runs under the loader lock, after the DLL's imports are bound and before its DllMain. */
+    handle_module(data->base);
+}
+
+static void *notification_cookie;
+
+void apiroute_install(HMODULE engine)
+{
+    NTSTATUS (WINAPI *p_LdrRegisterDllNotification)(ULONG, void *, void *, void **);
+    HMODULE modules[1024], combase, self;
+    DWORD needed = 0, i, count;
+
+    engine_module = engine;
+    /* The patches point into the engine, so it must never be unloaded. */
+    GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_PIN | GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
+                       (const WCHAR *)apiroute_install, &self);
+
+    /* combase first, so that everything bound to its stubs works at once. */
+    if ((combase = GetModuleHandleW(L"combase.dll"))) patch_combase(combase);
+
+    if (K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed))
+    {
+        count = min(needed / sizeof(HMODULE), ARRAY_SIZE(modules));
+        for (i = 0; i < count; i++)
+            if (modules[i] != combase) handle_module(modules[i]);
+    }
+
+    p_LdrRegisterDllNotification = (void *)GetProcAddress(GetModuleHandleW(L"ntdll.dll"), "LdrRegisterDllNotification");
+    if (p_LdrRegisterDllNotification && !p_LdrRegisterDllNotification(0, dll_notification, NULL, &notification_cookie))
+        route_add(COCANCEL_ROUTE_DLL_NOTIFY);
+    else
+        WARN("LdrRegisterDllNotification is unavailable; DLLs loaded later keep their stubs\n");
+
+    /* The carrier ole32.dll announces itself with an export of its own. */
+    if (GetProcAddress(GetModuleHandleW(L"ole32.dll"), "CocancelCarrierVersion")) route_add(COCANCEL_ROUTE_CARRIER);
+}

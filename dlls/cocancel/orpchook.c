@@ -1,0 +1,264 @@
+/*
+ * The ORPC channel hook: call ids on the client, call contexts on the server.
+ *
+ * Owns the engine's IChannelHook (CoRegisterChannelHook, a public mechanism
+ * Wine implements).  On the client it tags every request with a call id
+ * (client pid << 32 | sequence) in an ORPC extension, and keeps the id for
+ * the SendReceive that follows on the same thread (orpchook_take_call_id).
+ * On the server it installs, for the duration of each tagged method, a call
+ * context answering ICancelMethodCalls, so that CoGetCallContext and
+ * CoTestCancel work there; its TestCancel looks the id up in the client's
+ * cancel ring (cancelring.c).
+ */
+
+#include "cocancel_private.h"
+
+/* The ORPC extension that carries the call id. */
+static const GUID cocancel_extension = {0x6a0c3c4e, 0x2f57, 0x4b0e, {0x8d, 0x41, 0x5e, 0x1b, 0x90, 0x7a, 0x33, 0xc2}};
+
+#define EXTENSION_MAGIC 0x4e414343  /* "CCAN" */
+
+struct call_extension
+{
+    DWORD magic;
+    DWORD version;
+    ULONGLONG call_id;   /* client pid << 32 | sequence */
+};
+
+static HRESULT (WINAPI *p_CoRegisterChannelHook)(REFGUID, IChannelHook *);
+static HRESULT (WINAPI *p_CoSwitchCallContext)(IUnknown *, IUnknown **);
+
+static DWORD pending_call_tls = TLS_OUT_OF_INDEXES;  /* call id set by ClientFillBuffer */
+static DWORD server_call_tls = TLS_OUT_OF_INDEXES;   /* innermost server call context */
+static LONG next_sequence;
+/* Told of each request filled on this thread (the asynchronous-call engine). */
+static void (*request_filled)(REFIID riid);
+
+/* ---------------------------------------------------------------------
+ * The server side: a call context for the duration of each method.
+ */
+
+struct server_call
+{
+    ICancelMethodCalls ICancelMethodCalls_iface;
+    LONG refcount;
+    ULONGLONG call_id;
+    LONG cancelled;              /* cancelled by the server itself */
+    IUnknown *previous;          /* the call context it replaced */
+    struct server_call *outer;   /* the enclosing call on this thread */
+};
+
+static inline struct server_call *impl_from_server_ICancelMethodCalls(ICancelMethodCalls *iface)
+{
+    return CONTAINING_RECORD(iface, struct server_call, ICancelMethodCalls_iface);
+}
+
+static HRESULT WINAPI server_call_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    if (!ppv) return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICancelMethodCalls))
+    {
+        *ppv = iface;
+        ICancelMethodCalls_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI server_call_AddRef(ICancelMethodCalls *iface)
+{
+    return InterlockedIncrement(&impl_from_server_ICancelMethodCalls(iface)->refcount);
+}
+
+static ULONG WINAPI server_call_Release(ICancelMethodCalls *iface)
+{
+    struct server_call *call = impl_from_server_ICancelMethodCalls(iface);
+    ULONG refcount = InterlockedDecrement(&call->refcount);
+
+    if (!refcount) HeapFree(GetProcessHeap(), 0, call);
+    return refcount;
+}
+
+static HRESULT WINAPI server_call_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    InterlockedExchange(&impl_from_server_ICancelMethodCalls(iface)->cancelled, 1);
+    return S_OK;
+}
+
+static HRESULT WINAPI server_call_TestCancel(ICancelMethodCalls *iface)
+{
+    struct server_call *call = impl_from_server_ICancelMethodCalls(iface);
+
+    if (call->cancelled || cancelring_cancelled(call->call_id)) return RPC_E_CALL_CANCELED;
+    return RPC_S_CALLPENDING;
+}
+
+static const ICancelMethodCallsVtbl server_call_vtbl =
+{
+    server_call_QueryInterface,
+    server_call_AddRef,
+    server_call_Release,
+    server_call_Cancel,
+    server_call_TestCancel,
+};
+
+/* ---------------------------------------------------------------------
+ * The channel hook.
+ */
+
+static ULONGLONG make_call_id(DWORD sequence)
+{
+    return ((ULONGLONG)GetCurrentProcessId() << 32) | sequence;
+}
+
+static HRESULT WINAPI orpc_QueryInterface(IChannelHook *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IChannelHook))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI orpc_AddRef(IChannelHook *iface)
+{
+    return 2;   /* a static object */
+}
+
+static ULONG WINAPI orpc_Release(IChannelHook *iface)
+{
+    return 1;
+}
+
+static void WINAPI orpc_ClientGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size)
+{
+    *size = sizeof(struct call_extension);
+    /* A new request: transport.c notes below whether it goes to the RPC runtime. */
+    transport_new_request();
+    /* The first proxied call of a process that did not start discovery at load. */
+    discovery_start();
+}
+
+static void WINAPI orpc_ClientFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid,
+                                         ULONG *size, void *buffer)
+{
+    struct call_extension *data = buffer;
+    DWORD sequence;
+
+    if (*size < sizeof(*data))
+    {
+        *size = 0;
+        return;
+    }
+    /* Never 0, which stands for "no call id". */
+    while (!(sequence = (DWORD)InterlockedIncrement(&next_sequence)));
+    data->magic = EXTENSION_MAGIC;
+    data->version = 1;
+    data->call_id = make_call_id(sequence);
+    *size = sizeof(*data);
+    /* Picked up by the SendReceive that follows this GetBuffer on the same thread. */
+    TlsSetValue(pending_call_tls, (void *)(ULONG_PTR)sequence);
+    if (request_filled) request_filled(riid);
+}
+
+static void WINAPI orpc_ClientNotify(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG size,
+                                     void *buffer, DWORD data_rep, HRESULT fault)
+{
+}
+
+static void WINAPI orpc_ServerNotify(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG size,
+                                     void *buffer, DWORD data_rep)
+{
+    const struct call_extension *data = buffer;
+    struct server_call *call;
+
+    if (!p_CoSwitchCallContext || size < sizeof(*data) || !buffer || data->magic != EXTENSION_MAGIC) return;
+    if (!(call = HeapAlloc(GetProcessHeap(), 0, sizeof(*call)))) return;
+    call->ICancelMethodCalls_iface.lpVtbl = &server_call_vtbl;
+    call->refcount = 1;
+    call->call_id = data->call_id;
+    call->cancelled = 0;
+    call->previous = NULL;
+    /* Runs on the thread that invokes the method, right before it. */
+    if (FAILED(p_CoSwitchCallContext((IUnknown *)&call->ICancelMethodCalls_iface, &call->previous)))
+    {
+        HeapFree(GetProcessHeap(), 0, call);
+        return;
+    }
+    call->outer = TlsGetValue(server_call_tls);
+    TlsSetValue(server_call_tls, call);
+    TRACE("server call %llx begins\n", (unsigned long long)call->call_id);
+}
+
+static void WINAPI orpc_ServerGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, HRESULT fault,
+                                      ULONG *size)
+{
+    struct server_call *call = TlsGetValue(server_call_tls);
+    IUnknown *current;
+
+    *size = 0;
+    if (!call) return;
+    /* The reply is being marshaled: the method has returned. */
+    TlsSetValue(server_call_tls, call->outer);
+    p_CoSwitchCallContext(call->previous, &current);
+    TRACE("server call %llx ends\n", (unsigned long long)call->call_id);
+    ICancelMethodCalls_Release(&call->ICancelMethodCalls_iface);
+}
+
+static void WINAPI orpc_ServerFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size,
+                                         void *buffer, HRESULT fault)
+{
+    *size = 0;
+}
+
+static const IChannelHookVtbl orpc_hook_vtbl =
+{
+    orpc_QueryInterface,
+    orpc_AddRef,
+    orpc_Release,
+    orpc_ClientGetSize,
+    orpc_ClientFillBuffer,
+    orpc_ClientNotify,
+    orpc_ServerNotify,
+    orpc_ServerGetSize,
+    orpc_ServerFillBuffer,
+};
+
+static IChannelHook channel_hook = { &orpc_hook_vtbl };
+
+/* The call id of the request last filled on this thread (0: none), taken once. */
+ULONGLONG orpchook_take_call_id(void)
+{
+    DWORD sequence = (DWORD)(ULONG_PTR)TlsGetValue(pending_call_tls);
+
+    if (!sequence) return 0;
+    TlsSetValue(pending_call_tls, NULL);
+    return make_call_id(sequence);
+}
+
+BOOL orpchook_init(void (*on_request_filled)(REFIID riid))
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (!combase) return FALSE;
+    p_CoRegisterChannelHook = (void *)GetProcAddress(combase, "CoRegisterChannelHook");
+    p_CoSwitchCallContext = (void *)GetProcAddress(combase, "CoSwitchCallContext");
+    pending_call_tls = TlsAlloc();
+    server_call_tls = TlsAlloc();
+    next_sequence = GetTickCount() & 0xffffff;
+    request_filled = on_request_filled;
+    if (!p_CoRegisterChannelHook || pending_call_tls == TLS_OUT_OF_INDEXES || server_call_tls == TLS_OUT_OF_INDEXES)
+    {
+        ERR("cannot set up call interception\n");
+        return FALSE;
+    }
+    if (FAILED(p_CoRegisterChannelHook(&cocancel_extension, &channel_hook)))
+    {
+        ERR("CoRegisterChannelHook failed\n");
+        return FALSE;
+    }
+    return TRUE;
+}

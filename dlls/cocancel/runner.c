@@ -1,0 +1,631 @@
+/*
+ * Running a call so that its caller can leave it.
+ *
+ * Owns the places where a call runs away from the caller's own flow:
+ *
+ *  - worker fibers of the calling thread.  A run's body (Wine's SendReceive
+ *    for a synchronous call, the proxy's synchronous method for an
+ *    asynchronous one) runs on a worker fiber.  When Wine's code on that
+ *    fiber waits for the reply (combase's imports of WaitForMultipleObjectsEx
+ *    and MsgWaitForMultipleObjectsEx are redirected for that), the fiber
+ *    parks: it switches back to the thread, which decides what to do - wait
+ *    in the fiber's place (runner_run_task), or return and resume it later
+ *    (the asynchronous-call engine).  A run left parked is abandoned: a pool
+ *    wait notes when its reply comes, and its thread finishes it (Wine's code
+ *    after the wait uses the thread's COM data, so no other thread may) the
+ *    next time it comes through the engine (runner_reap);
+ *  - engine threads, for calls of MTA callers that cannot take a fiber.
+ *
+ * Fibers are kept per thread and reused: a worker fiber runs one call after
+ * another.  The thread is converted to a fiber by the first run and stays
+ * one while it keeps idle workers; it is converted back when it exits, or
+ * when no worker is left.
+ *
+ * The runner knows nothing of what it runs: the owner of a run supplies its
+ * body and what to do when its reply comes (struct run_ops).  The phase and
+ * flags of a run form the state machine of core.c (struct cc_run).
+ */
+
+#include "cocancel_private.h"
+
+#define FIBER_STACK (256 * 1024)
+#define MAX_IDLE_FIBERS 8
+
+static CRITICAL_SECTION runner_cs;              /* abandoned runs, pool waits */
+static DWORD run_tls = TLS_OUT_OF_INDEXES;      /* the run on this thread's current fiber */
+static DWORD fibers_tls = TLS_OUT_OF_INDEXES;   /* the thread's struct thread_fibers */
+static struct run *abandoned_runs;
+static LONG abandoned_count;
+
+struct worker_fiber
+{
+    void *fiber;
+    struct run *run;                /* the run it has now */
+    struct worker_fiber *next;      /* in the thread's idle list */
+};
+
+struct thread_fibers
+{
+    struct worker_fiber *idle;
+    unsigned int idle_count;
+    unsigned int live;
+    BOOL converted;                 /* by the engine (not a program's own fiber thread) */
+};
+
+struct run *runner_current(void)
+{
+    return run_tls == TLS_OUT_OF_INDEXES ? NULL : TlsGetValue(run_tls);
+}
+
+static void WINAPI worker_main(void *arg)
+{
+    struct worker_fiber *worker = arg;
+
+    for (;;)
+    {
+        struct run *run = worker->run;
+
+        run->ops->body(run);
+        if (cc_run_move(&run->state, ~0u, CC_RUN_DONE))
+        {
+            ERR("run %p ended in phase %u\n", run, cc_run_phase(&run->state));
+            cc_run_init(&run->state, CC_RUN_DONE, run->state.word);
+        }
+        TlsSetValue(run_tls, NULL);
+        /* Back to the thread; resumed only with a new run. */
+        SwitchToFiber(run->return_fiber);
+    }
+}
+
+/* gcc misreads mingw's inline TEB access in GetCurrentFiber as an array overrun. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+static void * __attribute__((noinline)) current_fiber(void)
+{
+    return GetCurrentFiber();
+}
+#pragma GCC diagnostic pop
+
+/* Runs the run's fiber until it parks or finishes. */
+void runner_resume(struct run *run)
+{
+    void *previous = TlsGetValue(run_tls);
+
+    run->return_fiber = current_fiber();
+    TlsSetValue(run_tls, run);
+    cc_run_set(&run->state, CC_RUN_ACTIVE);
+    SwitchToFiber(run->worker->fiber);
+    cc_run_clear(&run->state, CC_RUN_ACTIVE);
+    TlsSetValue(run_tls, previous);
+}
+
+/* Back to the thread until resumed (on the run's fiber). */
+void runner_yield(struct run *run)
+{
+    TlsSetValue(run_tls, NULL);
+    SwitchToFiber(run->return_fiber);
+    TlsSetValue(run_tls, run);
+}
+
+static void park(struct run *run)
+{
+    if (cc_run_move(&run->state, CC_RUN_BIT(CC_RUN_SENDING) | CC_RUN_BIT(CC_RUN_WAITING), CC_RUN_PARKED))
+        ERR("run %p parks in phase %u\n", run, cc_run_phase(&run->state));
+    runner_yield(run);
+}
+
+static struct thread_fibers *thread_fibers(BOOL create)
+{
+    struct thread_fibers *fibers = TlsGetValue(fibers_tls);
+
+    if (!fibers && create && (fibers = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*fibers))))
+        TlsSetValue(fibers_tls, fibers);
+    return fibers;
+}
+
+static BOOL acquire_worker(struct run *run)
+{
+    struct thread_fibers *fibers = thread_fibers(TRUE);
+    struct worker_fiber *worker;
+
+    if (!fibers) return FALSE;
+    if (!fibers->live && !fibers->idle_count && !IsThreadAFiber())
+    {
+        if (!ConvertThreadToFiberEx(NULL, FIBER_FLAG_FLOAT_SWITCH)) return FALSE;
+        fibers->converted = TRUE;
+    }
+    if ((worker = fibers->idle))
+    {
+        fibers->idle = worker->next;
+        fibers->idle_count--;
+    }
+    else if (!(worker = HeapAlloc(GetProcessHeap(), 0, sizeof(*worker))) ||
+             !(worker->fiber = CreateFiberEx(0, FIBER_STACK, FIBER_FLAG_FLOAT_SWITCH, worker_main, worker)))
+    {
+        HeapFree(GetProcessHeap(), 0, worker);
+        if (!fibers->live && !fibers->idle_count && fibers->converted)
+        {
+            ConvertFiberToThread();
+            fibers->converted = FALSE;
+        }
+        return FALSE;
+    }
+    worker->run = run;
+    run->worker = worker;
+    fibers->live++;
+    return TRUE;
+}
+
+/* Gives back the worker of a run that finished (or never ran); its thread only. */
+static void release_worker(struct run *run)
+{
+    struct thread_fibers *fibers = thread_fibers(FALSE);
+    struct worker_fiber *worker = run->worker;
+
+    run->worker = NULL;
+    if (!fibers) return;
+    fibers->live--;
+    if (fibers->idle_count < MAX_IDLE_FIBERS)
+    {
+        worker->run = NULL;
+        worker->next = fibers->idle;
+        fibers->idle = worker;
+        fibers->idle_count++;
+        return;
+    }
+    DeleteFiber(worker->fiber);
+    HeapFree(GetProcessHeap(), 0, worker);
+}
+
+/* Prepares run (zeroed by its owner) and takes a worker fiber of this thread for it. */
+BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase phase, int flags)
+{
+    run->ops = ops;
+    run->owner_tid = GetCurrentThreadId();
+    cc_run_init(&run->state, phase, flags);
+    return acquire_worker(run);
+}
+
+/* The run is over (or never ran): its worker goes back and its owner frees it. */
+void runner_free(struct run *run)
+{
+    if (run->pool_wait) UnregisterWaitEx(run->pool_wait, INVALID_HANDLE_VALUE);
+    if (run->worker) release_worker(run);
+    run->ops->destroy(run);
+}
+
+/* What the parked wait waited for was signalled: the owner is told, or the run marked. */
+static void note_reply(struct run *run, BOOL from_pool)
+{
+    if (run->ops->reply) run->ops->reply(run, from_pool);
+    else cc_run_set(&run->state, CC_RUN_REPLIED);
+}
+
+/* Thread pool: Wine's event for the parked run was signalled (and is taken). */
+static void CALLBACK reply_arrived(void *arg, BOOLEAN timeout)
+{
+    note_reply(arg, TRUE);
+}
+
+/*
+ * Who waits for Wine's event of a parked run.  Wine's event is auto-reset
+ * and a thread-pool wait cannot be withdrawn without the risk of losing a
+ * signal it already took, so the pool is asked to watch only when something
+ * needs the reply noticed without the run's thread (an abandoned run, or
+ * what the owner asks for); otherwise the fiber waits for it itself.  Both
+ * may wait at once: whichever takes the signal notes the reply for the other.
+ */
+void runner_watch(struct run *run)
+{
+    EnterCriticalSection(&runner_cs);
+    if (cc_run_test(&run->state, CC_RUN_HAS_PARKED) && !cc_run_test(&run->state, CC_RUN_REPLIED) &&
+        !run->pool_wait &&
+        !RegisterWaitForSingleObject(&run->pool_wait, run->wine_event, reply_arrived, run, INFINITE,
+                                     WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD))
+    {
+        ERR("cannot watch the reply of run %p\n", run);
+        run->pool_wait = NULL;
+    }
+    LeaveCriticalSection(&runner_cs);
+}
+
+void runner_unwatch(struct run *run)
+{
+    HANDLE wait;
+
+    EnterCriticalSection(&runner_cs);
+    wait = run->pool_wait;
+    run->pool_wait = NULL;
+    LeaveCriticalSection(&runner_cs);
+    if (wait) UnregisterWaitEx(wait, INVALID_HANDLE_VALUE);
+}
+
+/* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */
+void runner_abandon(struct run *run)
+{
+    cc_run_set(&run->state, CC_RUN_DISCARD);
+    runner_watch(run);
+    EnterCriticalSection(&runner_cs);
+    run->next_abandoned = abandoned_runs;
+    abandoned_runs = run;
+    InterlockedIncrement(&abandoned_count);
+    LeaveCriticalSection(&runner_cs);
+}
+
+/* Lets a parked run whose reply has arrived go to its end and frees it (its thread only). */
+void runner_finish(struct run *run)
+{
+    if (cc_run_phase(&run->state) != CC_RUN_DONE) runner_resume(run);
+    if (cc_run_phase(&run->state) != CC_RUN_DONE && run->task)
+    {
+        /* The task waited for something else on its way: watch that too. */
+        TRACE("task %p waits again\n", run);
+        cc_run_clear(&run->state, CC_RUN_REPLIED);
+        runner_abandon(run);
+        return;
+    }
+    if (cc_run_phase(&run->state) != CC_RUN_DONE)
+    {
+        ERR("run %p did not finish\n", run);
+        return;
+    }
+    runner_free(run);
+}
+
+/* Takes an abandoned run of this thread off the list: one whose reply came, or any. */
+static struct run *take_abandoned(DWORD tid, BOOL replied_only)
+{
+    struct run *run, **link;
+
+    EnterCriticalSection(&runner_cs);
+    for (link = &abandoned_runs; (run = *link); link = &run->next_abandoned)
+        if (run->owner_tid == tid && (!replied_only || cc_run_test(&run->state, CC_RUN_REPLIED))) break;
+    if (run)
+    {
+        *link = run->next_abandoned;
+        InterlockedDecrement(&abandoned_count);
+    }
+    LeaveCriticalSection(&runner_cs);
+    return run;
+}
+
+/* Finishes this thread's abandoned runs whose replies have arrived. */
+void runner_reap(void)
+{
+    DWORD tid = GetCurrentThreadId();
+    struct run *run;
+
+    if (!InterlockedCompareExchange(&abandoned_count, 0, 0)) return;
+    while ((run = take_abandoned(tid, TRUE))) runner_finish(run);
+}
+
+/*
+ * The thread ends: abandoned runs whose replies came are finished; the
+ * others can never be (their state is the thread's), so they leave the
+ * list, where a later thread with the same id would otherwise find them,
+ * and are leaked.
+ */
+static void drop_abandoned(void)
+{
+    DWORD tid = GetCurrentThreadId();
+    struct run *run;
+
+    runner_reap();
+    while ((run = take_abandoned(tid, FALSE)))
+    {
+        runner_unwatch(run);
+        if (run->task && run->worker)
+        {
+            /* A task's messages and Wine's state of the call are on the
+             * heap, where the late reply goes: only its records leak, and
+             * the fiber, which nothing will resume, is freed. */
+            struct thread_fibers *fibers = thread_fibers(FALSE);
+
+            WARN("thread ends before the reply of abandoned call %p: its records are leaked\n", run);
+            DeleteFiber(run->worker->fiber);
+            HeapFree(GetProcessHeap(), 0, run->worker);
+            run->worker = NULL;
+            if (fibers) fibers->live--;
+        }
+        /* A proxy method's message is on the fiber's stack: all of it stays. */
+        else WARN("thread ends before the reply of abandoned call %p: its state is leaked\n", run);
+    }
+}
+
+void runner_thread_detach(void)
+{
+    struct thread_fibers *fibers;
+    struct worker_fiber *worker;
+
+    if (fibers_tls == TLS_OUT_OF_INDEXES || !(fibers = thread_fibers(FALSE))) return;
+    if (InterlockedCompareExchange(&abandoned_count, 0, 0)) drop_abandoned();
+    while ((worker = fibers->idle))
+    {
+        fibers->idle = worker->next;
+        DeleteFiber(worker->fiber);
+        HeapFree(GetProcessHeap(), 0, worker);
+    }
+    /* Runs still parked on this thread can never finish now: their state is leaked. */
+    if (fibers->live) WARN("thread exits with %u asynchronous calls unfinished\n", fibers->live);
+    else if (fibers->converted) ConvertFiberToThread();
+    TlsSetValue(fibers_tls, NULL);
+    HeapFree(GetProcessHeap(), 0, fibers);
+}
+
+/* ---------------------------------------------------------------------
+ * Wine's waits on a worker fiber.
+ */
+
+/*
+ * The owner resumed the run to wait for the reply itself: it waits for
+ * Wine's event (the reply) or the run's release handle (a cancel, or the
+ * reply taken by the pool).  Window messages go back to Wine, which pumps
+ * and waits again.
+ */
+static DWORD wait_inline(struct run *run, const struct wine_wait *wait)
+{
+    HANDLE handles[2] = { run->wine_event, run->release };
+    DWORD ret;
+
+    for (;;)
+    {
+        if (cc_run_test(&run->state, CC_RUN_REPLIED))
+        {
+            runner_unwatch(run);
+            return WAIT_OBJECT_0;
+        }
+        if (wait->pump)
+            ret = wine_real.MsgWaitForMultipleObjectsEx(2, handles, INFINITE, wait->mask, wait->flags & ~MWMO_WAITALL);
+        else
+            ret = wine_real.WaitForMultipleObjectsEx(2, handles, FALSE, INFINITE, wait->alertable);
+        if (ret == WAIT_OBJECT_0)
+        {
+            note_reply(run, FALSE);
+            runner_unwatch(run);
+            return WAIT_OBJECT_0;
+        }
+        if (ret == WAIT_OBJECT_0 + 1)
+        {
+            if (cc_run_test(&run->state, CC_RUN_REPLIED)) continue;
+            if (run->ops->give_up && run->ops->give_up(run))
+            {
+                /* The owner returns now; the pool notes the reply when it comes. */
+                cc_run_clear(&run->state, CC_RUN_INLINE);
+                runner_watch(run);
+                park(run);
+                runner_unwatch(run);
+                return WAIT_OBJECT_0;
+            }
+            /* Signalled for another reason: only the reply ends this wait. */
+            handles[1] = handles[0];
+            continue;
+        }
+        if (ret == WAIT_OBJECT_0 + 2) return WAIT_OBJECT_0 + 1;
+        return ret;
+    }
+}
+
+/* A task's wait: the thread waits in its place (runner_run_task). */
+static DWORD task_wait(struct run *run, HANDLE handle, DWORD timeout, const struct wine_wait *wait)
+{
+    DWORD ret;
+
+    run->wine_event = handle;
+    run->wait = wait;
+    run->timeout = timeout;
+    cc_run_set(&run->state, CC_RUN_HAS_PARKED);
+    park(run);
+    run->wait = NULL;
+    cc_run_move(&run->state, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_SENDING);
+    if (cc_run_test(&run->state, CC_RUN_REPLIED))
+    {
+        /* Abandoned, and resumed once the pool saw the event (which it consumed). */
+        runner_unwatch(run);
+        ret = WAIT_OBJECT_0;
+    }
+    else ret = run->wake;
+    return ret;
+}
+
+/* A proxy method's wait for its reply: the fiber parks and the owner goes on. */
+static DWORD method_wait(struct run *run, HANDLE handle, const struct wine_wait *wait)
+{
+    run->wine_event = handle;
+    cc_run_set(&run->state, CC_RUN_HAS_PARKED);
+    TRACE("run %p parked, event %p\n", run, handle);
+    if (cc_run_test(&run->state, CC_RUN_WATCH)) runner_watch(run);
+    park(run);
+    if (cc_run_test(&run->state, CC_RUN_INLINE))
+    {
+        cc_run_move(&run->state, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_WAITING);
+        return wait_inline(run, wait);
+    }
+    /* Resumed once the pool saw the event (which it consumed). */
+    runner_unwatch(run);
+    cc_run_move(&run->state, CC_RUN_BIT(CC_RUN_PARKED), CC_RUN_SENDING);
+    return WAIT_OBJECT_0;
+}
+
+/* Wine waits on a worker fiber: TRUE if the wait is the run's (*ret is its result). */
+static BOOL fiber_wait(DWORD count, const HANDLE *handles, DWORD timeout, const struct wine_wait *wait, DWORD *ret)
+{
+    struct run *run = TlsGetValue(run_tls);
+    enum cc_run_phase phase;
+
+    if (!run || !timeout || count != 1) return FALSE;
+    phase = cc_run_phase(&run->state);
+    if (run->task)
+    {
+        if (phase != CC_RUN_SENDING) return FALSE;
+        *ret = task_wait(run, handles[0], timeout, wait);
+        return TRUE;
+    }
+    if (phase == CC_RUN_WAITING && handles[0] == run->wine_event)
+    {
+        *ret = wait_inline(run, wait);
+        return TRUE;
+    }
+    if (phase != CC_RUN_SENDING) return FALSE;
+    *ret = method_wait(run, handles[0], wait);
+    return TRUE;
+}
+
+DWORD WINAPI runner_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,
+                                             BOOL alertable)
+{
+    struct wine_wait wait = { FALSE, 0, 0, alertable };
+    DWORD ret;
+
+    if (TlsGetValue(run_tls) && fiber_wait(count, handles, timeout, &wait, &ret)) return ret;
+    return wine_real.WaitForMultipleObjectsEx(count, handles, all, timeout, alertable);
+}
+
+DWORD WINAPI runner_MsgWaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, DWORD timeout,
+                                                DWORD mask, DWORD flags)
+{
+    struct wine_wait wait = { TRUE, mask, flags, FALSE };
+    DWORD ret;
+
+    if (TlsGetValue(run_tls) && fiber_wait(count, handles, timeout, &wait, &ret)) return ret;
+    return wine_real.MsgWaitForMultipleObjectsEx(count, handles, timeout, mask, flags);
+}
+
+/* ---------------------------------------------------------------------
+ * Tasks: a function run on a worker fiber while the thread waits in its place.
+ */
+
+struct task
+{
+    struct run run;
+    void (*func)(void *);
+    void *arg;
+};
+
+static void task_body(struct run *run)
+{
+    struct task *task = CONTAINING_RECORD(run, struct task, run);
+
+    task->func(task->arg);
+}
+
+static void task_destroy(struct run *run)
+{
+    HeapFree(GetProcessHeap(), 0, CONTAINING_RECORD(run, struct task, run));
+}
+
+static const struct run_ops task_ops = { task_body, NULL, NULL, task_destroy };
+
+/*
+ * Runs func(arg) on a worker fiber of this thread.  Each time Wine's code in
+ * it waits (for a reply), the thread waits instead, the same way, and also
+ * for 'release'.  S_OK: the task ran to its end.  S_FALSE: 'release' was
+ * signalled first; the task is left parked, the pool notes when what it
+ * waits for is signalled, and the thread finishes it the next time it comes
+ * through the engine.  E_NOTIMPL: tasks cannot run here (nothing was run).
+ */
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release)
+{
+    struct task *task;
+    struct run *run;
+
+    if (!(winepatch_applied() & WINEPATCH_WAITS) || run_tls == TLS_OUT_OF_INDEXES) return E_NOTIMPL;
+    runner_reap();
+    if (!(task = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*task)))) return E_NOTIMPL;
+    task->func = func;
+    task->arg = arg;
+    run = &task->run;
+    run->task = TRUE;
+    if (!runner_start(run, &task_ops, CC_RUN_SENDING, 0))
+    {
+        HeapFree(GetProcessHeap(), 0, task);
+        return E_NOTIMPL;
+    }
+
+    for (;;)
+    {
+        HANDLE handles[2];
+        const struct wine_wait *wait;
+        DWORD ret;
+
+        runner_resume(run);
+        if (cc_run_phase(&run->state) == CC_RUN_DONE)
+        {
+            runner_free(run);
+            return S_OK;
+        }
+        wait = run->wait;
+        handles[0] = run->wine_event;
+        handles[1] = release;
+        if (wait->pump)
+            ret = wine_real.MsgWaitForMultipleObjectsEx(2, handles, run->timeout, wait->mask,
+                                                        wait->flags & ~MWMO_WAITALL);
+        else
+            ret = wine_real.WaitForMultipleObjectsEx(2, handles, FALSE, run->timeout, wait->alertable);
+        if (ret == WAIT_OBJECT_0 + 1)
+        {
+            TRACE("task %p released, left parked\n", run);
+            runner_abandon(run);
+            return S_FALSE;
+        }
+        /* Window messages: Wine's code pumps them and waits again. */
+        run->wake = ret == WAIT_OBJECT_0 + 2 ? WAIT_OBJECT_0 + 1 : ret;
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Engine threads.
+ */
+
+static SLIST_HEADER job_queue;
+/* Bumped for each job queued; idle threads wait for it to change.  Address
+ * waits, unlike kernel objects, cost Wine no round trip to its server. */
+static LONG job_sequence;
+static LONG idle_threads;
+
+static DWORD WINAPI engine_thread(void *arg)
+{
+    for (;;)
+    {
+        struct thread_job *job;
+
+        InterlockedIncrement(&idle_threads);
+        for (;;)
+        {
+            LONG seen = InterlockedCompareExchange(&job_sequence, 0, 0);
+
+            if ((job = (struct thread_job *)InterlockedPopEntrySList(&job_queue))) break;
+            WaitOnAddress(&job_sequence, &seen, sizeof(seen), INFINITE);
+        }
+        job->run(job);
+    }
+    return 0;
+}
+
+/* Runs job on an engine thread of its own (each job may block for long). */
+BOOL runner_submit_job(struct thread_job *job)
+{
+    HANDLE thread;
+
+    if (InterlockedDecrement(&idle_threads) < 0)
+    {
+        InterlockedIncrement(&idle_threads);
+        if (!(thread = CreateThread(NULL, 0, engine_thread, NULL, 0, NULL))) return FALSE;
+        CloseHandle(thread);
+        /* The new thread counts itself idle before it waits; claim it. */
+        while (InterlockedCompareExchange(&idle_threads, 0, 0) <= 0) Sleep(0);
+        InterlockedDecrement(&idle_threads);
+    }
+    InterlockedPushEntrySList(&job_queue, &job->entry);
+    InterlockedIncrement(&job_sequence);
+    WakeByAddressSingle(&job_sequence);
+    return TRUE;
+}
+
+BOOL runner_init(void)
+{
+    InitializeCriticalSection(&runner_cs);
+    InitializeSListHead(&job_queue);
+    run_tls = TlsAlloc();
+    fibers_tls = TlsAlloc();
+    return run_tls != TLS_OUT_OF_INDEXES && fibers_tls != TLS_OUT_OF_INDEXES;
+}

@@ -1,0 +1,285 @@
+/*
+ * The synchronous call policy: how a proxied call runs so that it can be
+ * cancelled.
+ *
+ * Owns the replacements of the client channel's SendReceive and FreeBuffer
+ * (winepatch.c applies them).  Every proxied call gets a cancel object on the
+ * calling thread's stack for its duration (CoGetCancelObject / CoCancelCall
+ * find it).  Then:
+ *
+ *  - the request of an asynchronous call goes to the call-object engine
+ *    (the route main.c hands to synccall_init);
+ *  - a call that can be cancelled (cancellation enabled, or an STA caller
+ *    whose message filter may cancel it) runs Wine's real SendReceive on a
+ *    worker fiber of the caller's own thread, over a heap copy of the
+ *    message (runner_run_task); while Wine waits for the reply, the thread
+ *    waits for the reply and for the call's cancel.  A cancel releases the
+ *    caller at once; the fiber stays parked until the reply comes and is
+ *    finished by its thread later (runner.c).  The call keeps the caller's
+ *    apartment, which is what lets an STA caller be released from a call
+ *    into an STA of its own process, and costs no thread switch;
+ *  - failing a fiber, an MTA caller's call runs on an engine thread instead;
+ *  - otherwise the call runs as Wine runs it, and a cancel can only abort it
+ *    in the RPC transport (transport.c) or mark its reply as not delivered.
+ *
+ * A call in the RPC transport is also aborted there on cancel.  A caller
+ * released while Wine's state of its call (or its reply) still belongs to
+ * the fiber or engine thread leaves an abandoned record: the proxy's
+ * FreeBuffer of the caller's message is skipped, and the record's own
+ * message is freed when the call really ends.
+ */
+
+#include "cocancel_private.h"
+
+static HRESULT (WINAPI *p_CoGetApartmentType)(APTTYPE *, APTTYPEQUALIFIER *);
+/* The request of an asynchronous call, if it is one (main.c: asynccall.c). */
+static BOOL (*async_route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *);
+
+/* A synchronous call made away from the caller's stack: on a fiber or an engine thread. */
+struct sync_call
+{
+    struct thread_job job;          /* in the engine threads' queue */
+    LONG refcount;                  /* the caller (or the abandoned list) and the maker */
+    IRpcChannelBuffer *chan;
+    RPCOLEMESSAGE msg;              /* the copy Wine's SendReceive works on */
+    ULONG status;
+    HRESULT hr;
+    ICancelMethodCalls *cancel;
+    ULONGLONG call_id;
+    BOOL transport;                 /* the call goes through rpcrt4: a cancel also aborts it there */
+    struct transport_call watch;    /* ... found there by this */
+    RPCOLEMESSAGE *caller_msg;      /* while abandoned: the caller's message, whose FreeBuffer is skipped */
+    void *caller_state;
+    BOOL abandoned;
+    struct sync_call *next_abandoned;
+};
+
+static CRITICAL_SECTION abandoned_cs;
+static struct sync_call *abandoned_calls;
+static LONG abandoned_count;
+
+static void sync_call_release(struct sync_call *call)
+{
+    if (InterlockedDecrement(&call->refcount)) return;
+    /* Last reference of an abandoned call: Wine's reply and per-call state go now. */
+    if (call->abandoned) wine_real.FreeBuffer(call->chan, &call->msg);
+    IRpcChannelBuffer_Release(call->chan);
+    ICancelMethodCalls_Release(call->cancel);
+    _aligned_free(call);
+}
+
+/* Makes the call on the record's copy of the message, on an engine thread or a fiber. */
+static void make_call(void *arg)
+{
+    struct sync_call *call = arg;
+
+    if (call->transport) transport_watch(&call->watch, &call->msg, call->call_id);
+    call->hr = wine_real.SendReceive(call->chan, &call->msg, &call->status);
+    if (call->transport) transport_unwatch(&call->watch);
+    if (cancelobj_complete(call->cancel) != S_OK)
+        TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
+    sync_call_release(call);
+}
+
+static void make_call_job(struct thread_job *job)
+{
+    make_call(CONTAINING_RECORD(job, struct sync_call, job));
+}
+
+/*
+ * The caller of a cancelled call is released while Wine's state of the call
+ * (or its reply) is still the maker's: the FreeBuffer that the proxy is
+ * about to make for the caller's message must not touch it, and is deferred
+ * to the last release of the record.
+ */
+static HRESULT abandon_call(struct sync_call *call, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    call->caller_msg = msg;
+    call->caller_state = msg->reserved1;
+    call->abandoned = TRUE;
+    EnterCriticalSection(&abandoned_cs);
+    call->next_abandoned = abandoned_calls;
+    abandoned_calls = call;
+    InterlockedIncrement(&abandoned_count);
+    LeaveCriticalSection(&abandoned_cs);
+    if (status) *status = RPC_S_CALL_CANCELLED;
+    return RPC_E_CALL_CANCELED;
+}
+
+/* A record for a call made elsewhere than the caller's stack: the caller's and the maker's reference. */
+static struct sync_call *new_call(IRpcChannelBuffer *chan, const RPCOLEMESSAGE *msg, ICancelMethodCalls *cancel,
+                                  ULONGLONG call_id, BOOL transport)
+{
+    struct sync_call *call;
+
+    if (!(call = _aligned_malloc(sizeof(*call), MEMORY_ALLOCATION_ALIGNMENT))) return NULL;
+    memset(call, 0, sizeof(*call));
+    call->job.run = make_call_job;
+    call->refcount = 2;
+    call->chan = chan;
+    IRpcChannelBuffer_AddRef(chan);
+    call->msg = *msg;
+    call->cancel = cancel;
+    ICancelMethodCalls_AddRef(cancel);
+    call->call_id = call_id;
+    call->transport = transport;
+    return call;
+}
+
+/* A record whose call was never made. */
+static void discard_call(struct sync_call *call)
+{
+    IRpcChannelBuffer_Release(call->chan);
+    ICancelMethodCalls_Release(call->cancel);
+    _aligned_free(call);
+}
+
+/* The caller's side once the call is complete or cancelled: the reply, or the abandoned record. */
+static HRESULT end_call(struct sync_call *call, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    HRESULT hr;
+
+    if (cancelobj_state(call->cancel) != CC_COMPLETE) return abandon_call(call, msg, status);
+    *msg = call->msg;
+    if (status) *status = call->status;
+    hr = call->hr;
+    sync_call_release(call);
+    return hr;
+}
+
+/* On an engine thread (the thread never initialises COM, so it runs in the MTA). */
+static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                     ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
+{
+    struct sync_call *call;
+
+    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return wine_real.SendReceive(chan, msg, status);
+    if (!runner_submit_job(&call->job))
+    {
+        discard_call(call);
+        return wine_real.SendReceive(chan, msg, status);
+    }
+    cancelobj_wait(cancel);
+    return end_call(call, msg, status);
+}
+
+/* On a worker fiber of this thread; FALSE when the call cannot run on a fiber here (nothing was sent). */
+static BOOL send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                               ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport, HRESULT *hr)
+{
+    struct sync_call *call;
+    HANDLE cancelled;
+
+    if (!(cancelled = cancelobj_cancelled_event(cancel))) return FALSE;
+    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return FALSE;
+    if (runner_run_task(make_call, call, cancelled) == E_NOTIMPL)
+    {
+        discard_call(call);
+        return FALSE;
+    }
+    /* Left parked (S_FALSE): cancelled, and the reply, when it comes, is not delivered. */
+    *hr = end_call(call, msg, status);
+    return TRUE;
+}
+
+/* On the caller's stack, as Wine makes it; a cancel can abort it in the transport. */
+static HRESULT send_receive_inline(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
+                                   ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL watched)
+{
+    struct transport_call transport_call;
+    HRESULT hr;
+
+    if (watched) transport_watch(&transport_call, msg, call_id);
+    hr = wine_real.SendReceive(chan, msg, status);
+    if (watched) transport_unwatch(&transport_call);
+    /* Cancelled while it ran: whatever came back is not delivered (the
+     * proxy's FreeBuffer releases it as for any failed call). */
+    if (cancelobj_complete(cancel) == RPC_E_CALL_CANCELED) hr = RPC_E_CALL_CANCELED;
+    return hr;
+}
+
+static BOOL caller_in_mta(void)
+{
+    APTTYPEQUALIFIER qualifier;
+    APTTYPE type;
+
+    if (!p_CoGetApartmentType || FAILED(p_CoGetApartmentType(&type, &qualifier))) return FALSE;
+    return type == APTTYPE_MTA;
+}
+
+/* Where the call runs, by what can cancel it. */
+static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status,
+                                        ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL cancellable)
+{
+    BOOL mta = caller_in_mta(), transport = transport_request_uses_rpc(), wrapped;
+    struct filter_wrapper wrapper;
+    HRESULT hr;
+
+    wrapped = !mta && msgfilter_wrap(&wrapper, cancel);
+    if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
+        TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)call_id, hr);
+    else if (cancellable && mta)
+        hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);
+    else
+        hr = send_receive_inline(iface, msg, status, cancel, call_id, cancellable || wrapped);
+    if (wrapped) msgfilter_unwrap(&wrapper);
+    return hr;
+}
+
+HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
+{
+    ULONGLONG call_id = orpchook_take_call_id();
+    ICancelMethodCalls *cancel;
+    BOOL cancellable;
+    HRESULT hr;
+
+    /* The request of an asynchronous call is the call engine's. */
+    if (async_route && async_route(iface, msg, status, call_id, &hr)) return hr;
+    runner_reap();
+    cancellable = cancelobj_enabled();
+    if (FAILED(cancelobj_create(cancellable, call_id, &cancel))) return wine_real.SendReceive(iface, msg, status);
+    if (FAILED(cancelobj_push(cancel)))
+    {
+        ICancelMethodCalls_Release(cancel);
+        return wine_real.SendReceive(iface, msg, status);
+    }
+    hr = send_receive_cancellable(iface, msg, status, cancel, call_id, cancellable);
+    cancelobj_pop(cancel);
+    ICancelMethodCalls_Release(cancel);
+    return hr;
+}
+
+HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
+{
+    struct sync_call *call = NULL, **link;
+
+    if (InterlockedCompareExchange(&abandoned_count, 0, 0))
+    {
+        EnterCriticalSection(&abandoned_cs);
+        for (link = &abandoned_calls; *link; link = &(*link)->next_abandoned)
+        {
+            if ((*link)->caller_msg != msg || (*link)->caller_state != msg->reserved1) continue;
+            call = *link;
+            *link = call->next_abandoned;
+            InterlockedDecrement(&abandoned_count);
+            break;
+        }
+        LeaveCriticalSection(&abandoned_cs);
+        if (call)
+        {
+            TRACE("FreeBuffer of abandoned call %p deferred to its completion\n", call);
+            sync_call_release(call);
+            return S_OK;
+        }
+    }
+    return wine_real.FreeBuffer(iface, msg);
+}
+
+void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *))
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (combase) p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
+    async_route = route;
+    InitializeCriticalSection(&abandoned_cs);
+}

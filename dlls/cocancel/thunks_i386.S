@@ -1,0 +1,60 @@
+/*
+ * i386 code of the asynchronous-call engine (stdcall).
+ *
+ *  - async_thunks: slot n of every generated async vtable is a 16-byte thunk
+ *    that passes n in eax to async_entry, which calls
+ *    async_dispatch_i386(this, n, frame); that returns the HRESULT in eax
+ *    and the argument bytes the callee pops in edx;
+ *  - call_frame(func, args, count): calls func with count 4-byte arguments.
+ *
+ * MAX_THUNKS in asynccall.c must match the .rept count below.
+ */
+
+	.globl _async_thunks
+	.globl _call_frame
+.text
+.balign 16
+_async_entry:
+	pushl %ebp
+	movl %esp, %ebp
+	subl $16, %esp
+	leal 8(%ebp), %ecx
+	movl %ecx, 8(%esp)
+	movl %eax, 4(%esp)
+	movl 8(%ebp), %ecx
+	movl %ecx, 0(%esp)
+	call _async_dispatch_i386
+	movl %ebp, %esp
+	popl %ebp
+	popl %ecx
+	addl %edx, %esp
+	jmp *%ecx
+.balign 16
+_async_thunks:
+.set async_n, 0
+.rept 512
+	movl $async_n, %eax
+	jmp _async_entry
+	.balign 16, 0xcc
+.set async_n, async_n + 1
+.endr
+.balign 16
+_call_frame:
+	pushl %ebp
+	movl %esp, %ebp
+	pushl %esi
+	pushl %edi
+	movl 16(%ebp), %ecx
+	movl 12(%ebp), %esi
+	leal 0(,%ecx,4), %edx
+	subl %edx, %esp
+	andl $-16, %esp
+	movl %esp, %edi
+	cld
+	rep movsl
+	call *8(%ebp)
+	leal -8(%ebp), %esp
+	popl %edi
+	popl %esi
+	popl %ebp
+	ret

@@ -1,0 +1,164 @@
+/*
+ * The RPC transport under Wine's channel.
+ *
+ * Owns what the engine knows of calls that go through rpcrt4 (calls to
+ * other processes, and into the MTA): whether the request being built does
+ * (Wine's GetBuffer asks rpcrt4 for the buffer only then), which pool thread
+ * carries a watched call while it waits in I_RpcSendReceive, and aborting it
+ * there with RpcCancelThread when the call is cancelled.  Wine then finishes
+ * the call itself, with an error, and closes that connection, so the next
+ * call on the proxy gets a connection (and reply) of its own.  Also owns the
+ * one wait of RpcServerUnregisterIf that must not happen (see below).
+ */
+
+#include "cocancel_private.h"
+
+static DWORD transport_tls = TLS_OUT_OF_INDEXES;     /* the call being built goes through rpcrt4 */
+
+/* A new request is being built on this thread (the channel hook's ClientGetSize). */
+void transport_new_request(void)
+{
+    TlsSetValue(transport_tls, NULL);
+}
+
+/* Did the request being built on this thread ask rpcrt4 for its buffer? */
+BOOL transport_request_uses_rpc(void)
+{
+    return TlsGetValue(transport_tls) != NULL;
+}
+
+
+/*
+ * Wine's GetBuffer asks rpcrt4 for the buffer only when the call will go
+ * through the RPC runtime (it allocates one itself for a call posted to an
+ * STA of this process).  Noting that lets an MTA caller keep its call on
+ * its own thread, aborting it in the transport on cancel, instead of
+ * handing it to an engine thread.
+ */
+RPC_STATUS WINAPI transport_I_RpcGetBuffer(RPC_MESSAGE *msg)
+{
+    TlsSetValue(transport_tls, (void *)1);
+    return wine_real.I_RpcGetBuffer(msg);
+}
+static CRITICAL_SECTION transport_cs;
+static struct transport_call *transport_calls;
+static LONG transport_count;
+
+RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg)
+{
+    struct transport_call *call = NULL;
+    HANDLE thread = NULL;
+    RPC_STATUS status;
+
+    if (InterlockedCompareExchange(&transport_count, 0, 0))
+    {
+        EnterCriticalSection(&transport_cs);
+        for (call = transport_calls; call; call = call->next)
+            if ((RPC_MESSAGE *)call->msg == msg && !call->entered) break;
+        if (call && DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &thread,
+                                    THREAD_ALL_ACCESS, FALSE, 0))
+        {
+            call->thread = thread;
+            call->entered = TRUE;
+        }
+        else call = NULL;
+        LeaveCriticalSection(&transport_cs);
+    }
+    status = wine_real.I_RpcSendReceive(msg);
+    if (call)
+    {
+        EnterCriticalSection(&transport_cs);
+        call->thread = NULL;
+        call->left = TRUE;
+        LeaveCriticalSection(&transport_cs);
+        CloseHandle(thread);
+    }
+    return status;
+}
+
+void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id)
+{
+    memset(call, 0, sizeof(*call));
+    call->msg = msg;
+    call->call_id = call_id;
+    EnterCriticalSection(&transport_cs);
+    call->next = transport_calls;
+    transport_calls = call;
+    InterlockedIncrement(&transport_count);
+    LeaveCriticalSection(&transport_cs);
+}
+
+void transport_unwatch(struct transport_call *call)
+{
+    struct transport_call **link;
+
+    EnterCriticalSection(&transport_cs);
+    for (link = &transport_calls; *link; link = &(*link)->next)
+    {
+        if (*link != call) continue;
+        *link = call->next;
+        InterlockedDecrement(&transport_count);
+        break;
+    }
+    LeaveCriticalSection(&transport_cs);
+}
+
+/*
+ * Called by the cancel object of a call.  A cancel that reaches the pool
+ * thread before it waits for the reply is lost, so it is repeated until the
+ * transport call ends (or 2 s pass: the call then ends when the server
+ * replies, as a cooperative cancel).  A call that has not entered the
+ * transport within 50 ms never will: it was posted to an STA in this
+ * process, and ends when that STA has run it.
+ */
+void transport_abort(ULONGLONG call_id)
+{
+    unsigned int i;
+
+    if (!call_id || !(winepatch_applied() & WINEPATCH_TRANSPORT)) return;
+    for (i = 0; i < 2000; i++)
+    {
+        struct transport_call *call;
+        BOOL pending = FALSE;
+
+        EnterCriticalSection(&transport_cs);
+        for (call = transport_calls; call; call = call->next)
+            if (call->call_id == call_id) break;
+        if (call && !call->left && (call->entered || i < 50))
+        {
+            pending = TRUE;
+            if (call->thread) RpcCancelThread(call->thread);
+        }
+        LeaveCriticalSection(&transport_cs);
+        if (!pending) return;
+        Sleep(1);
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * The server side of an abandoned call.  Once a caller has been released by
+ * a cancel it may release its proxy while the server method still runs; the
+ * stub manager then loses its last reference when Wine's dispatch of that
+ * very call ends, and Wine unregisters the interface from rpcrt4 there,
+ * asking to wait for the interface's calls to complete - the one being
+ * dispatched included.  The thread would wait for itself forever, holding
+ * combase's lock on registered interfaces (no object could be marshaled in
+ * the process again).  A thread that is dispatching a call does not wait:
+ * rpcrt4 then drops the interface at once and frees its own record of it
+ * when the calls in flight have ended.
+ */
+RPC_STATUS WINAPI transport_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type, UINT wait)
+{
+    if (wait && I_RpcGetCurrentCallHandle())
+    {
+        TRACE("interface %p unregistered while this thread dispatches a call: not waiting for calls\n", spec);
+        wait = FALSE;
+    }
+    return wine_real.RpcServerUnregisterIf(spec, type, wait);
+}
+
+void transport_init(void)
+{
+    transport_tls = TlsAlloc();
+    InitializeCriticalSection(&transport_cs);
+}

@@ -1,0 +1,417 @@
+/*
+ * Every place where the engine changes Wine's code or data.
+ *
+ * Owns the patch points, each one checked before it is written and applied
+ * at most once, under one lock:
+ *
+ *  - a winebuild stub of an unimplemented export, turned into a jump (the
+ *    stub is decoded and the function name it carries read back first);
+ *  - combase's client channel vtable: SendReceive and FreeBuffer (every slot
+ *    must lie in combase and the object must answer as a channel);
+ *  - combase's imports of rpcrt4!I_RpcSendReceive, I_RpcGetBuffer,
+ *    RpcServerUnregisterIf, kernel32!WaitForMultipleObjectsEx and
+ *    user32!MsgWaitForMultipleObjectsEx (each slot must hold the export);
+ *  - rpcrt4's standard proxy/stub factory: CreateProxy (the vtable and its
+ *    methods must lie in rpcrt4);
+ *  - combase's proxy manager: QueryInterface (vtable and methods in combase,
+ *    and the object behaves as a COM identity);
+ *  - rpcrt4!NdrDcomAsyncClientCall, a winebuild stub (x86_64).
+ *
+ * The replacements come from the layers above, handed in once by
+ * winepatch_init(); Wine's originals are published in wine_real as each
+ * point is applied.  Whatever does not match is left alone, counted as
+ * refused and reported with a warn+cocancel line.
+ */
+
+#include <string.h>
+#include "cocancel_private.h"
+
+#define USE_STUBLESS_PROXY
+#include <rpcproxy.h>
+
+struct wine_functions wine_real;
+static struct wine_functions hooks;
+static SRWLOCK patch_lock = SRWLOCK_INIT;
+static LONG applied;
+static LONG refused;
+
+void winepatch_init(const struct wine_functions *replacements)
+{
+    hooks = *replacements;
+}
+
+DWORD winepatch_applied(void)
+{
+    return (DWORD)InterlockedCompareExchange(&applied, 0, 0);
+}
+
+DWORD winepatch_refused(void)
+{
+    return (DWORD)InterlockedCompareExchange(&refused, 0, 0);
+}
+
+void winepatch_refuse(const char *what, const void *where)
+{
+    WARN("refusing to patch %s at %p: not what was expected\n", what, where);
+    InterlockedIncrement(&refused);
+}
+
+static void mark_applied(DWORD point)
+{
+    InterlockedOr(&applied, point);
+}
+
+/* Takes the lock unless point was applied already (then FALSE, nothing held). */
+static BOOL begin_patch(DWORD point)
+{
+    if (winepatch_applied() & point) return FALSE;
+    AcquireSRWLockExclusive(&patch_lock);
+    if (!(winepatch_applied() & point)) return TRUE;
+    ReleaseSRWLockExclusive(&patch_lock);
+    return FALSE;
+}
+
+static void end_patch(void)
+{
+    ReleaseSRWLockExclusive(&patch_lock);
+}
+
+/* ---------------------------------------------------------------------
+ * winebuild stubs.
+ */
+
+#ifdef __x86_64__
+
+/* jmp qword ptr [rip+0]; dq target */
+void winepatch_make_jump(BYTE *code, const void *target)
+{
+    static const BYTE prefix[6] = { 0xff, 0x25, 0, 0, 0, 0 };
+    ULONG_PTR address = (ULONG_PTR)target;
+
+    memcpy(code, prefix, sizeof(prefix));
+    memcpy(code + 6, &address, sizeof(address));
+}
+
+static INT32 read_rel32(const BYTE *p)
+{
+    INT32 value;
+
+    memcpy(&value, p, sizeof(value));
+    return value;
+}
+
+/*
+ * A winebuild x86_64 stub for an unimplemented export:
+ *   48 83 ec 28        sub  rsp, 0x28
+ *   48 8d 0d rel32     lea  rcx, [rip + descriptor]
+ *   48 8d 15 rel32     lea  rdx, [rip + "FunctionName"]
+ *   e8 rel32           call __wine_spec_unimplemented_stub
+ * TRUE only if all of it is there and the name is 'name'.
+ */
+static BOOL is_wine_stub(HMODULE module, IMAGE_NT_HEADERS *nt, const BYTE *code, const char *name)
+{
+    const BYTE *end = (BYTE *)module + nt->OptionalHeader.SizeOfImage;
+    const char *str;
+
+    if (!pe_readable(code, 23)) return FALSE;
+    if (memcmp(code, "\x48\x83\xec\x28\x48\x8d\x0d", 7)) return FALSE;
+    if (memcmp(code + 11, "\x48\x8d\x15", 3) || code[18] != 0xe8) return FALSE;
+    str = (const char *)code + 18 + read_rel32(code + 14);
+    if ((const BYTE *)str < (const BYTE *)module || (const BYTE *)str + strlen(name) + 1 > end) return FALSE;
+    return pe_string_equals(str, name, FALSE);
+}
+
+BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
+{
+    BYTE expected[WINEPATCH_JUMP_SIZE];
+
+    winepatch_make_jump(expected, target);
+    return pe_readable(code, WINEPATCH_JUMP_SIZE) && !memcmp(code, expected, WINEPATCH_JUMP_SIZE);
+}
+
+#else  /* i386: the stub layout was not verified, so no stub is patched. */
+
+/* mov eax, target; jmp eax */
+void winepatch_make_jump(BYTE *code, const void *target)
+{
+    ULONG_PTR address = (ULONG_PTR)target;
+
+    code[0] = 0xb8;
+    memcpy(code + 1, &address, sizeof(address));
+    code[5] = 0xff;
+    code[6] = 0xe0;
+}
+
+static BOOL is_wine_stub(HMODULE module, IMAGE_NT_HEADERS *nt, const BYTE *code, const char *name)
+{
+    return FALSE;
+}
+
+BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
+{
+    return FALSE;
+}
+
+#endif
+
+/*
+ * Turns module's winebuild stub for name into a jump to function, after
+ * decoding it.  Anything else (a real implementation) is left alone.
+ */
+enum stub_result winepatch_stub(HMODULE module, const char *name, void *function)
+{
+    BYTE jump[WINEPATCH_JUMP_SIZE];
+    enum stub_result result;
+    IMAGE_NT_HEADERS *nt;
+    BYTE *code;
+
+    if (!module || !(nt = pe_headers(module))) return STUB_ABSENT;
+    if (!(code = (BYTE *)GetProcAddress(module, name))) return STUB_ABSENT;
+    AcquireSRWLockExclusive(&patch_lock);
+    if (winepatch_is_jump_to(code, function)) result = STUB_PATCHED;
+    else if (!is_wine_stub(module, nt, code, name))
+    {
+        TRACE("%s at %p is not a known stub; left alone\n", name, code);
+        result = STUB_NOT_A_STUB;
+    }
+    else
+    {
+        winepatch_make_jump(jump, function);
+        if (pe_write(code, jump, sizeof(jump), TRUE))
+        {
+            TRACE("%s at %p now runs cocancel\n", name, code);
+            result = STUB_PATCHED;
+        }
+        else
+        {
+            winepatch_refuse("stub (protect)", code);
+            result = STUB_REFUSED;
+        }
+    }
+    end_patch();
+    return result;
+}
+
+/* rpcrt4's NdrDcomAsyncClientCall, a stub in Wine, runs the engine's entry point. */
+void winepatch_ndr_async(void)
+{
+    if (!hooks.NdrDcomAsyncClientCall) return;
+    if (winepatch_stub(GetModuleHandleW(L"rpcrt4.dll"), "NdrDcomAsyncClientCall",
+                       hooks.NdrDcomAsyncClientCall) == STUB_PATCHED)
+    {
+        wine_real.NdrDcomAsyncClientCall = hooks.NdrDcomAsyncClientCall;
+        mark_applied(WINEPATCH_NDR_ASYNC);
+    }
+    else TRACE("rpcrt4's NdrDcomAsyncClientCall left as it is\n");
+}
+
+/* ---------------------------------------------------------------------
+ * combase's client channel vtable.
+ */
+
+void winepatch_channel(IRpcChannelBuffer *chan)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+    void **vtbl = (void **)chan->lpVtbl;
+    IRpcChannelBuffer *same = NULL;
+    unsigned int i;
+
+    if (!begin_patch(WINEPATCH_CHANNEL)) return;
+    /* Only Wine's own channel, all of whose methods live in combase, is touched. */
+    if (!combase || !pe_in_module(combase, vtbl, 8 * sizeof(void *)))
+    {
+        WARN("client channel vtable %p is not in combase; not patched\n", vtbl);
+        goto refuse;
+    }
+    for (i = 0; i < 8; i++)
+    {
+        if (!pe_in_module(combase, vtbl[i], 1))
+        {
+            WARN("client channel method %u at %p is not in combase; not patched\n", i, vtbl[i]);
+            goto refuse;
+        }
+    }
+    if (IRpcChannelBuffer_QueryInterface(chan, &IID_IRpcChannelBuffer, (void **)&same) != S_OK || same != chan)
+    {
+        if (same) IRpcChannelBuffer_Release(same);
+        WARN("object %p does not behave as a channel; not patched\n", chan);
+        goto refuse;
+    }
+    IRpcChannelBuffer_Release(same);
+
+    wine_real.SendReceive = vtbl[4];
+    wine_real.FreeBuffer = vtbl[5];
+    /* FreeBuffer first: it is ready for abandoned calls before any can exist. */
+    if (!pe_write_pointer(&vtbl[5], (void *)hooks.FreeBuffer)) goto refuse;
+    if (!pe_write_pointer(&vtbl[4], (void *)hooks.SendReceive))
+    {
+        pe_write_pointer(&vtbl[5], (void *)wine_real.FreeBuffer);
+        goto refuse;
+    }
+    mark_applied(WINEPATCH_CHANNEL);
+    end_patch();
+    TRACE("client channel vtable %p patched\n", vtbl);
+    return;
+
+refuse:
+    InterlockedIncrement(&refused);
+    end_patch();
+}
+
+/* ---------------------------------------------------------------------
+ * combase's imports.
+ */
+
+/*
+ * Points module's import of dll!name at hook, if the slot holds exactly
+ * what dll exports under that name; *real receives the original.
+ */
+static BOOL redirect_import(HMODULE module, const char *dll, const char *name, void *hook, void **real)
+{
+    HMODULE exporter = GetModuleHandleA(dll);
+    void *target = exporter ? (void *)GetProcAddress(exporter, name) : NULL;
+    void **slot;
+
+    if (!hook || !target || !(slot = pe_find_import(module, dll, name)) || *slot != target) return FALSE;
+    *real = target;
+    if (pe_write_pointer(slot, hook)) return TRUE;
+    *real = NULL;
+    return FALSE;
+}
+
+/* rpcrt4's transport under the channel (transport.c), and the unregistration of interfaces. */
+void winepatch_transport_imports(void)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (!combase || !begin_patch(WINEPATCH_UNREGISTER | WINEPATCH_TRANSPORT)) return;
+    if (redirect_import(combase, "rpcrt4.dll", "RpcServerUnregisterIf", (void *)hooks.RpcServerUnregisterIf,
+                        (void **)&wine_real.RpcServerUnregisterIf))
+        mark_applied(WINEPATCH_UNREGISTER);
+    else
+    {
+        WARN("combase's import of RpcServerUnregisterIf not found as expected; releasing a proxy before "
+             "its cancelled call ends may hang the server\n");
+        InterlockedIncrement(&refused);
+    }
+    if (!redirect_import(combase, "rpcrt4.dll", "I_RpcSendReceive", (void *)hooks.I_RpcSendReceive,
+                         (void **)&wine_real.I_RpcSendReceive))
+    {
+        WARN("combase's import of I_RpcSendReceive not found as expected; STA callers are released by the "
+             "server\n");
+        InterlockedIncrement(&refused);
+        end_patch();
+        return;
+    }
+    mark_applied(WINEPATCH_TRANSPORT);
+    if (redirect_import(combase, "rpcrt4.dll", "I_RpcGetBuffer", (void *)hooks.I_RpcGetBuffer,
+                        (void **)&wine_real.I_RpcGetBuffer))
+        mark_applied(WINEPATCH_GETBUFFER);
+    else
+    {
+        WARN("combase's import of I_RpcGetBuffer not found as expected; MTA callers always use a helper "
+             "thread\n");
+        InterlockedIncrement(&refused);
+    }
+    end_patch();
+}
+
+/* The two waits combase's calls wait with (runner.c parks fibers there). */
+void winepatch_wait_imports(void)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (!combase || !begin_patch(WINEPATCH_WAITS)) return;
+    if (redirect_import(combase, "kernel32.dll", "WaitForMultipleObjectsEx", (void *)hooks.WaitForMultipleObjectsEx,
+                        (void **)&wine_real.WaitForMultipleObjectsEx) &&
+        redirect_import(combase, "user32.dll", "MsgWaitForMultipleObjectsEx",
+                        (void *)hooks.MsgWaitForMultipleObjectsEx, (void **)&wine_real.MsgWaitForMultipleObjectsEx))
+        mark_applied(WINEPATCH_WAITS);
+    else
+    {
+        WARN("combase's wait imports not found as expected; Begin_ waits for the reply\n");
+        InterlockedIncrement(&refused);
+    }
+    end_patch();
+}
+
+/* ---------------------------------------------------------------------
+ * rpcrt4's standard proxy/stub factory and combase's proxy manager.
+ */
+
+static const CLSID CLSID_CocancelNoProxies = {0x9d3f1b24, 0x6c1e, 0x4f7a, {0xa4, 0x0b, 0x2c, 0x61, 0x5e, 0x90, 0x13, 0x7d}};
+
+/* rpcrt4's standard factory vtable, obtained from rpcrt4 itself with an empty proxy file list. */
+void winepatch_proxy_factory(void)
+{
+    static const ProxyFileInfo *no_files[] = { NULL };
+    static CStdPSFactoryBuffer factory;
+    HMODULE rpcrt4 = GetModuleHandleW(L"rpcrt4.dll");
+    IPSFactoryBuffer *ps = NULL;
+    void **vtbl;
+    unsigned int i;
+
+    if (!begin_patch(WINEPATCH_FACTORY)) return;
+    if (!rpcrt4 || FAILED(NdrDllGetClassObject(&CLSID_CocancelNoProxies, &IID_IPSFactoryBuffer, (void **)&ps,
+                                                no_files, &CLSID_CocancelNoProxies, &factory)) ||
+        (void *)ps != (void *)&factory)
+        goto refuse;
+    vtbl = (void **)factory.lpVtbl;
+    if (!pe_in_module(rpcrt4, vtbl, 5 * sizeof(void *))) goto refuse;
+    for (i = 0; i < 5; i++) if (!pe_in_module(rpcrt4, vtbl[i], 1)) goto refuse;
+    wine_real.CreateProxy = vtbl[3];
+    if (!pe_write_pointer(&vtbl[3], (void *)hooks.CreateProxy))
+    {
+        wine_real.CreateProxy = NULL;
+        goto refuse;
+    }
+    mark_applied(WINEPATCH_FACTORY);
+    end_patch();
+    TRACE("standard proxy factory vtable %p hooked\n", vtbl);
+    return;
+
+refuse:
+    WARN("rpcrt4's proxy factory not recognised; no asynchronous calls\n");
+    InterlockedIncrement(&refused);
+    end_patch();
+}
+
+/*
+ * The proxy manager is Wine's: its IUnknown vtable and methods are in
+ * combase, and it behaves as a COM identity.  Its QueryInterface slot is
+ * redirected once; two threads creating their first proxies at once cannot
+ * both read and write it (the second would take the hook for the original).
+ */
+void winepatch_proxy_manager(IUnknown *manager)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+    void **vtbl = *(void ***)manager;
+    IUnknown *unk = NULL;
+    unsigned int i;
+
+    if (!begin_patch(WINEPATCH_MANAGER)) return;
+    if (!combase || !pe_in_module(combase, vtbl, 3 * sizeof(void *))) goto refuse;
+    for (i = 0; i < 3; i++) if (!pe_in_module(combase, vtbl[i], 1)) goto refuse;
+    if (FAILED(((HRESULT (WINAPI *)(IUnknown *, REFIID, void **))vtbl[0])(manager, &IID_IUnknown, (void **)&unk)) ||
+        unk != manager)
+    {
+        if (unk) IUnknown_Release(unk);
+        goto refuse;
+    }
+    IUnknown_Release(unk);
+    wine_real.manager_QueryInterface = vtbl[0];
+    if (!pe_write_pointer(&vtbl[0], (void *)hooks.manager_QueryInterface))
+    {
+        wine_real.manager_QueryInterface = NULL;
+        goto refuse;
+    }
+    mark_applied(WINEPATCH_MANAGER);
+    end_patch();
+    TRACE("proxy manager vtable %p patched\n", vtbl);
+    return;
+
+refuse:
+    WARN("proxy manager %p not recognised; no ICallFactory on proxies\n", manager);
+    InterlockedIncrement(&refused);
+    end_patch();
+}

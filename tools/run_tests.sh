@@ -102,6 +102,13 @@ failed=$((failed + bad_count))
 if [ "$rc" -ne 0 ] && [ "$bad_count" -eq 0 ]; then fail "host unit tests exited with $rc"; fi
 grep -a 'PASSED\|FAILED' "$logs/host.log" | grep -v '^\[       OK' | tail -n 4
 
+echo "== engine layout"
+for arch in x86_64 i686; do
+    [ -d "$B/$arch/engine" ] || continue
+    NM=$arch-w64-mingw32-nm sh "$top/tools/engine_deps.sh" "$B/$arch/engine" > "$logs/engine-deps-$arch.log" 2>&1
+    check "engine layout ($arch): no two engine files call each other, directly or round a circle" test $? -eq 0
+done
+
 echo "== a fresh Wine prefix ($WINEPREFIX)"
 "$WINESERVER" -k >/dev/null 2>&1
 rm -rf "$WINEPREFIX"

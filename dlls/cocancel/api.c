@@ -11,6 +11,15 @@
 
 static HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
 
+/* What apiroute.c puts where Wine lacks it. */
+const struct api_export api_exports[COCANCEL_API_EXPORTS] =
+{
+    { "CoCancelCall",      CoCancelCall },
+    { "CoGetCancelObject", CoGetCancelObject },
+    { "CoSetCancelObject", CoSetCancelObject },
+    { "CoTestCancel",      CoTestCancel },
+};
+
 /***********************************************************************
  *           CoGetCancelObject    (cocancel.@)
  *

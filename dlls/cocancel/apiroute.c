@@ -24,13 +24,8 @@
 #include "cocancel_private.h"
 #include <psapi.h>
 
-const struct api_export api_exports[] =
-{
-    { "CoCancelCall",      CoCancelCall },
-    { "CoGetCancelObject", CoGetCancelObject },
-    { "CoSetCancelObject", CoSetCancelObject },
-    { "CoTestCancel",      CoTestCancel },
-};
+static const struct api_export *routed_api;
+static unsigned int routed_count;
 
 static LONG routes;
 static LONG repaired_imports;
@@ -51,8 +46,8 @@ static const struct api_export *find_api(const char *name)
 {
     unsigned int i;
 
-    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
-        if (!strcmp(api_exports[i].name, name)) return &api_exports[i];
+    for (i = 0; i < routed_count; i++)
+        if (!strcmp(routed_api[i].name, name)) return &routed_api[i];
     return NULL;
 }
 
@@ -61,9 +56,9 @@ static void patch_combase(HMODULE combase)
 {
     unsigned int i;
 
-    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
+    for (i = 0; i < routed_count; i++)
     {
-        switch (winepatch_stub(combase, api_exports[i].name, api_exports[i].function))
+        switch (winepatch_stub(combase, routed_api[i].name, routed_api[i].function))
         {
         case STUB_PATCHED:
             route_add(COCANCEL_ROUTE_COMBASE_STUBS);
@@ -118,7 +113,7 @@ struct graft
     const IMAGE_EXPORT_DIRECTORY *old;
     DWORD old_rva, old_size;
     const char *dll_name;
-    unsigned int missing[ARRAY_SIZE(api_exports)], missing_count;
+    unsigned int missing[COCANCEL_API_EXPORTS], missing_count;
     BYTE *block;            /* the jumps, then the directory */
     SIZE_T total;
     IMAGE_EXPORT_DIRECTORY *dir;
@@ -138,7 +133,7 @@ static BOOL graft_layout(struct graft *graft, IMAGE_NT_HEADERS *nt)
 
     for (i = 0; i < graft->old->NumberOfFunctions; i++)
         if (is_forwarder(graft, old_funcs[i])) strings_size += strlen((char *)graft->module + old_funcs[i]) + 1;
-    for (i = 0; i < graft->missing_count; i++) strings_size += strlen(api_exports[graft->missing[i]].name) + 1;
+    for (i = 0; i < graft->missing_count; i++) strings_size += strlen(routed_api[graft->missing[i]].name) + 1;
     nfuncs = graft->old->NumberOfFunctions + graft->missing_count;
     nnames = graft->old->NumberOfNames + graft->missing_count;
     graft->dir_size = sizeof(*graft->dir) + nfuncs * 4 + nnames * 4 + nnames * 2 + strings_size;
@@ -191,7 +186,7 @@ static BOOL graft_fill(struct graft *graft)
     }
     for (i = 0; i < graft->missing_count; i++)
     {
-        const struct api_export *api = &api_exports[graft->missing[i]];
+        const struct api_export *api = &routed_api[graft->missing[i]];
         BYTE *jump = graft->block + 16 * i;
 
         winepatch_make_jump(jump, api->function);
@@ -226,8 +221,8 @@ static void graft_ole32(HMODULE ole32)
     unsigned int i;
 
     if (behind_carrier(ole32)) return;
-    for (i = 0; i < ARRAY_SIZE(api_exports); i++)
-        if (!GetProcAddress(ole32, api_exports[i].name)) graft.missing[graft.missing_count++] = i;
+    for (i = 0; i < routed_count; i++)
+        if (!GetProcAddress(ole32, routed_api[i].name)) graft.missing[graft.missing_count++] = i;
     if (!graft.missing_count)
     {
         route_add(COCANCEL_ROUTE_OLE32_NATIVE);
@@ -347,13 +342,15 @@ static void CALLBACK dll_notification(ULONG reason, const struct dll_notificatio
 
 static void *notification_cookie;
 
-void apiroute_install(HMODULE engine)
+void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned int export_count)
 {
     NTSTATUS (WINAPI *p_LdrRegisterDllNotification)(ULONG, void *, void *, void **);
     HMODULE modules[1024], combase, self;
     DWORD needed = 0, i, count;
 
     engine_module = engine;
+    routed_api = exports;
+    routed_count = min(export_count, COCANCEL_API_EXPORTS);
     /* The patches point into the engine, so it must never be unloaded. */
     GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_PIN | GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
                        (const WCHAR *)apiroute_install, &self);

@@ -51,10 +51,13 @@
 extern const BYTE async_thunks[];
 ULONG_PTR CDECL call_frame(void *func, const ULONG_PTR *args, unsigned int count);
 #ifdef __x86_64__
-HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);
-LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame);
+static HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);
+static LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame);
+extern HRESULT (CDECL *async_dispatch_target)(IUnknown *, unsigned int, BYTE *, const double *);
+extern LONG_PTR (CDECL *async_dcom_target)(const MIDL_STUB_DESC *, const BYTE *, BYTE *);
 #else
-ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame);
+static ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame);
+extern ULONGLONG (CDECL *async_dispatch_target)(IUnknown *, unsigned int, BYTE *);
 #endif
 
 /* ---------------------------------------------------------------------
@@ -718,7 +721,7 @@ static HRESULT dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const 
 }
 
 #ifdef __x86_64__
-HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs)
+static HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs)
 {
     return dispatch(iface, index, frame, fregs, FALSE);
 }
@@ -728,7 +731,7 @@ HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, c
  * calls it with a Begin_ or Finish_ procedure of an async interface and one
  * of our call objects as 'this' gets the same call as through the vtable.
  */
-LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame)
+static LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame)
 {
     IUnknown *iface = *(IUnknown **)frame;
     const struct async_desc *desc;
@@ -757,7 +760,7 @@ LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *
     return dispatch(iface, index, frame, NULL, TRUE);
 }
 #else
-ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame)
+static ULONGLONG CDECL async_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame)
 {
     struct call_object *obj = impl_from_async_iface(iface);
     const struct async_method *method = &obj->desc->methods[(index - 3) / 2];
@@ -1076,4 +1079,10 @@ HRESULT asynccall_create(const ProxyFileInfo *file, int sync_index, int async_in
 void asynccall_init(void)
 {
     InitializeCriticalSection(&call_lock);
+#ifdef __x86_64__
+    async_dispatch_target = async_dispatch;
+    async_dcom_target = async_dcom_dispatch;
+#else
+    async_dispatch_target = async_dispatch_i386;
+#endif
 }

@@ -295,7 +295,7 @@ struct cancel_object
     HANDLE settled;     /* manual-reset: the call completed or was cancelled; made on first need */
     HANDLE cancelled;   /* manual-reset: the call was cancelled; from the pool, on first need */
     LONG settled_word;  /* an address to wait on: 1 settled, 0 not, 2 not and somebody waits */
-    ULONGLONG call_id;  /* the proxied call it stands for (0: none), see channel.c */
+    ULONGLONG call_id;  /* the proxied call it stands for (0: none), see orpchook.c */
 };
 
 static const ICancelMethodCallsVtbl cancel_object_vtbl;

@@ -2,16 +2,18 @@
  * cocancel engine: declarations shared between its source files.
  *
  * The files form layers; each calls only into the layers below it (a layer
- * above is reached only through a callback it handed down):
+ * above is reached only through a callback it handed down, wired by main.c;
+ * tools/engine_deps.sh checks this on the built objects):
  *
  *   main.c                     wires the layers together (DllMain)
  *   api.c                      the exported functions
- *   synccall.c asynccall.c     the synchronous call policy; call objects
- *   callfactory.c syncobj.c    ICallFactory on proxies; StdEvent, containers
+ *   callfactory.c              ICallFactory on proxies
+ *   synccall.c asynccall.c     the synchronous call policy; call objects, Begin_/Finish_
+ *   syncobj.c                  CLSID_StdEvent, CLSID_SynchronizeContainer
  *   apiroute.c                 getting the API into programs
- *   cancelobj.c msgfilter.c    cancel objects and stacks; the filter wrapper
- *   runner.c orpchook.c        fibers and engine threads; the channel hook
- *   transport.c cancelring.c   the RPC transport; cancelled ids across processes
+ *   msgfilter.c orpchook.c     the message-filter wrapper; the ORPC channel hook
+ *   cancelobj.c runner.c       cancel objects and stacks; fibers and engine threads
+ *   transport.c cancelring.c   the RPC transport; cancelled call ids across processes
  *   discovery.c                finding Wine's client channel
  *   winepatch.c                every patch point into Wine
  *   pe.c                       reading and writing loaded images
@@ -253,9 +255,9 @@ struct api_export
     const char *name;
     void *function;
 };
-extern const struct api_export api_exports[4];
+#define COCANCEL_API_EXPORTS 4
 
-void apiroute_install(HMODULE engine);
+void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned int count);
 void apiroute_get_status(struct cocancel_status *status);
 
 /* synccall.c */
@@ -280,6 +282,8 @@ HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer,
 HRESULT WINAPI callfactory_manager_QueryInterface(IUnknown *iface, REFIID riid, void **ppv);
 
 /* api.c */
+extern const struct api_export api_exports[COCANCEL_API_EXPORTS];
+
 void api_init(void);
 HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout);
 HRESULT WINAPI CoTestCancel(void);

@@ -32,7 +32,7 @@ static void process_attach(HINSTANCE instance)
     wire_layers();
     cancelobj_init();
     api_init();
-    apiroute_install(instance);
+    apiroute_install(instance, api_exports, ARRAY_SIZE(api_exports));
     if (!GetModuleHandleW(L"combase.dll")) return;
 
     /* Proxied calls: the channel hook, the transport, the channel itself (found by discovery). */

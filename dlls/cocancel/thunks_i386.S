@@ -3,12 +3,19 @@
  *
  *  - async_thunks: slot n of every generated async vtable is a 16-byte thunk
  *    that passes n in eax to async_entry, which calls
- *    async_dispatch_i386(this, n, frame); that returns the HRESULT in eax
+ *    async_dispatch_target(this, n, frame); that returns the HRESULT in eax
  *    and the argument bytes the callee pops in edx;
  *  - call_frame(func, args, count): calls func with count 4-byte arguments.
  *
  * MAX_THUNKS in asynccall.c must match the .rept count below.
  */
+
+	.globl _async_dispatch_target
+	.data
+	.balign 4
+/* Set by asynccall.c: where the thunks hand their calls over. */
+_async_dispatch_target:
+	.long 0
 
 	.globl _async_thunks
 	.globl _call_frame
@@ -23,7 +30,7 @@ _async_entry:
 	movl %eax, 4(%esp)
 	movl 8(%ebp), %ecx
 	movl %ecx, 0(%esp)
-	call _async_dispatch_i386
+	call *_async_dispatch_target
 	movl %ebp, %esp
 	popl %ebp
 	popl %ecx

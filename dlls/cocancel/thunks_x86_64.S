@@ -4,16 +4,26 @@
  *  - async_thunks: slot n of every generated async vtable is a 16-byte thunk
  *    that passes n in r10 to async_entry, which spills the register
  *    arguments to their home slots and calls
- *    async_dispatch(this, n, frame, fregs), where frame is the caller's
+ *    async_dispatch_target(this, n, frame, fregs), where frame is the caller's
  *    argument area and fregs the floating-point arguments 1-3;
  *  - dcom_entry: rpcrt4!NdrDcomAsyncClientCall(stub_desc, format, this, ...)
- *    taken over: calls async_dcom_dispatch(stub_desc, format, frame), the
+ *    taken over: calls async_dcom_target(stub_desc, format, frame), the
  *    frame from 'this' on having the method's own layout;
  *  - call_frame(func, args, count): calls func with count pointer-sized
  *    arguments (the first four also in xmm0-3, for floating-point ones).
  *
  * MAX_THUNKS in asynccall.c must match the .rept count below.
  */
+
+	.globl async_dispatch_target
+	.globl async_dcom_target
+	.data
+	.balign 8
+/* Set by asynccall.c: where the thunks hand their calls over. */
+async_dispatch_target:
+	.quad 0
+async_dcom_target:
+	.quad 0
 
 	.globl async_thunks
 	.globl dcom_entry
@@ -36,7 +46,7 @@ async_entry:
 	movl %r10d, %edx
 	leaq 0x50(%rsp), %r8
 	leaq 0x20(%rsp), %r9
-	call async_dispatch
+	call *async_dispatch_target(%rip)
 	addq $0x48, %rsp
 	ret
 .seh_endproc
@@ -62,7 +72,7 @@ dcom_entry:
 .seh_stackalloc 0x28
 .seh_endprologue
 	leaq 0x40(%rsp), %r8
-	call async_dcom_dispatch
+	call *async_dcom_target(%rip)
 	addq $0x28, %rsp
 	ret
 .seh_endproc

@@ -206,6 +206,29 @@ void winepatch_ndr_async(void)
 }
 
 /* ---------------------------------------------------------------------
+ * Vtables in Wine's images.
+ */
+
+/* Do vtbl and its first count methods all lie in module? */
+static BOOL vtable_in_module(HMODULE module, void **vtbl, unsigned int count)
+{
+    unsigned int i;
+
+    if (!module || !pe_in_module(module, vtbl, count * sizeof(void *))) return FALSE;
+    for (i = 0; i < count; i++) if (!pe_in_module(module, vtbl[i], 1)) return FALSE;
+    return TRUE;
+}
+
+/* Points vtbl[slot] at hook; *real keeps the original (NULL, and nothing changed, on failure). */
+static BOOL replace_slot(void **vtbl, unsigned int slot, void *hook, void **real)
+{
+    *real = vtbl[slot];
+    if (pe_write_pointer(&vtbl[slot], hook)) return TRUE;
+    *real = NULL;
+    return FALSE;
+}
+
+/* ---------------------------------------------------------------------
  * combase's client channel vtable.
  */
 
@@ -214,22 +237,13 @@ void winepatch_channel(IRpcChannelBuffer *chan)
     HMODULE combase = GetModuleHandleW(L"combase.dll");
     void **vtbl = (void **)chan->lpVtbl;
     IRpcChannelBuffer *same = NULL;
-    unsigned int i;
 
     if (!begin_patch(WINEPATCH_CHANNEL)) return;
     /* Only Wine's own channel, all of whose methods live in combase, is touched. */
-    if (!combase || !pe_in_module(combase, vtbl, 8 * sizeof(void *)))
+    if (!vtable_in_module(combase, vtbl, 8))
     {
-        WARN("client channel vtable %p is not in combase; not patched\n", vtbl);
+        WARN("client channel vtable %p or its methods are not in combase; not patched\n", vtbl);
         goto refuse;
-    }
-    for (i = 0; i < 8; i++)
-    {
-        if (!pe_in_module(combase, vtbl[i], 1))
-        {
-            WARN("client channel method %u at %p is not in combase; not patched\n", i, vtbl[i]);
-            goto refuse;
-        }
     }
     if (IRpcChannelBuffer_QueryInterface(chan, &IID_IRpcChannelBuffer, (void **)&same) != S_OK || same != chan)
     {
@@ -239,11 +253,9 @@ void winepatch_channel(IRpcChannelBuffer *chan)
     }
     IRpcChannelBuffer_Release(same);
 
-    wine_real.SendReceive = vtbl[4];
-    wine_real.FreeBuffer = vtbl[5];
     /* FreeBuffer first: it is ready for abandoned calls before any can exist. */
-    if (!pe_write_pointer(&vtbl[5], (void *)hooks.FreeBuffer)) goto refuse;
-    if (!pe_write_pointer(&vtbl[4], (void *)hooks.SendReceive))
+    if (!replace_slot(vtbl, 5, (void *)hooks.FreeBuffer, (void **)&wine_real.FreeBuffer)) goto refuse;
+    if (!replace_slot(vtbl, 4, (void *)hooks.SendReceive, (void **)&wine_real.SendReceive))
     {
         pe_write_pointer(&vtbl[5], (void *)wine_real.FreeBuffer);
         goto refuse;
@@ -349,7 +361,6 @@ void winepatch_proxy_factory(void)
     HMODULE rpcrt4 = GetModuleHandleW(L"rpcrt4.dll");
     IPSFactoryBuffer *ps = NULL;
     void **vtbl;
-    unsigned int i;
 
     if (!begin_patch(WINEPATCH_FACTORY)) return;
     if (!rpcrt4 || FAILED(NdrDllGetClassObject(&CLSID_CocancelNoProxies, &IID_IPSFactoryBuffer, (void **)&ps,
@@ -357,14 +368,9 @@ void winepatch_proxy_factory(void)
         (void *)ps != (void *)&factory)
         goto refuse;
     vtbl = (void **)factory.lpVtbl;
-    if (!pe_in_module(rpcrt4, vtbl, 5 * sizeof(void *))) goto refuse;
-    for (i = 0; i < 5; i++) if (!pe_in_module(rpcrt4, vtbl[i], 1)) goto refuse;
-    wine_real.CreateProxy = vtbl[3];
-    if (!pe_write_pointer(&vtbl[3], (void *)hooks.CreateProxy))
-    {
-        wine_real.CreateProxy = NULL;
+    if (!vtable_in_module(rpcrt4, vtbl, 5) ||
+        !replace_slot(vtbl, 3, (void *)hooks.CreateProxy, (void **)&wine_real.CreateProxy))
         goto refuse;
-    }
     mark_applied(WINEPATCH_FACTORY);
     end_patch();
     TRACE("standard proxy factory vtable %p hooked\n", vtbl);
@@ -387,11 +393,9 @@ void winepatch_proxy_manager(IUnknown *manager)
     HMODULE combase = GetModuleHandleW(L"combase.dll");
     void **vtbl = *(void ***)manager;
     IUnknown *unk = NULL;
-    unsigned int i;
 
     if (!begin_patch(WINEPATCH_MANAGER)) return;
-    if (!combase || !pe_in_module(combase, vtbl, 3 * sizeof(void *))) goto refuse;
-    for (i = 0; i < 3; i++) if (!pe_in_module(combase, vtbl[i], 1)) goto refuse;
+    if (!vtable_in_module(combase, vtbl, 3)) goto refuse;
     if (FAILED(((HRESULT (WINAPI *)(IUnknown *, REFIID, void **))vtbl[0])(manager, &IID_IUnknown, (void **)&unk)) ||
         unk != manager)
     {
@@ -399,12 +403,8 @@ void winepatch_proxy_manager(IUnknown *manager)
         goto refuse;
     }
     IUnknown_Release(unk);
-    wine_real.manager_QueryInterface = vtbl[0];
-    if (!pe_write_pointer(&vtbl[0], (void *)hooks.manager_QueryInterface))
-    {
-        wine_real.manager_QueryInterface = NULL;
+    if (!replace_slot(vtbl, 0, (void *)hooks.manager_QueryInterface, (void **)&wine_real.manager_QueryInterface))
         goto refuse;
-    }
     mark_applied(WINEPATCH_MANAGER);
     end_patch();
     TRACE("proxy manager vtable %p patched\n", vtbl);

@@ -72,10 +72,12 @@ HRESULT WINAPI CocancelCompleteCall(ICancelMethodCalls *cancel);
 HRESULT WINAPI CocancelWaitCall(ICancelMethodCalls *cancel, DWORD timeout);
 
 /*
- * Proxied calls become cancellable once the engine has found Wine's client
- * channel, which it does on its own thread when a program starts (or at a
- * process's first proxied call).  Waits for that, at most timeout ms: S_OK
- * once calls are intercepted, RPC_S_CALLPENDING otherwise.
+ * Finds Wine's client channel now, if no proxied call has done so yet, and
+ * waits for that at most timeout ms: S_OK once calls are intercepted,
+ * RPC_S_CALLPENDING otherwise.  Programs never need it: the first proxied
+ * call of a process does the same before it goes out, so every call can be
+ * cancelled.  It is kept for diagnostics (and for programs written against
+ * cocancel 0.1).
  */
 HRESULT WINAPI CocancelWaitChannel(DWORD timeout);
 

@@ -50,6 +50,10 @@ echo "asynchronous calls ..." >&2
 abench ratio > "$out/ratio.tsv"
 abench cancel "$CANCELS" > "$out/acancel.tsv"
 abench outstanding > "$out/outstanding.tsv"
+echo "first calls (${FIRST_CALLS:-20} fresh processes per kind) ..." >&2
+cp "$top/build/x86_64/ole32_test.exe" "$WINEPREFIX/drive_c/bench/"
+timeout 1800 "$WINE" ole32_test.exe firstcall "${FIRST_CALLS:-20}" 2>/dev/null | tr -d '\r' |
+    sed -n 's/.*firstcall-figures: kind=\([a-z]*\) cancel_ms=\([0-9.]*\) released_ms=\([0-9.]*\).*/firstcall\t\1\t\2\t\3/p' > "$out/firstcall.tsv"
 echo "soak ($SOAK_CYCLES Begin_/Cancel/Finish_ cycles) ..." >&2
 cp "$top/build/x86_64/stress.exe" "$WINEPREFIX/drive_c/bench/"
 timeout 3600 "$WINE" stress.exe asyncsoak "$SOAK_CYCLES" 2>/dev/null | tr -d '\r' |
@@ -70,6 +74,7 @@ echo
     cat "$out/ratio.tsv"
     sed 's/^cancel\t/asynccancel\t/' "$out/acancel.tsv"
     cat "$out/outstanding.tsv" "$out/soak.tsv"
+    cat "$out/firstcall.tsv" 2>/dev/null
 } | awk -F'\t' '
     function row(p, what, topo, figure, target, met) {
         printf "%-3s %-26s %-19s %-30s %-22s %s\n", p, what, topo, figure, target, met
@@ -93,6 +98,11 @@ echo
     $1 == "asynccancel" { ac[$2] = $0 }
     $1 == "outstanding" { os[$2] = $0; otopo[++no] = $2 }
     $1 == "soak"        { soak = $0 }
+    # Samples without a place among the topologies of P1-P4.
+    $1 == "firstcall"   { k = "first " $2; sample[k SUBSEP "cancel", ++count[k SUBSEP "cancel"]] = $3 * 1000
+                          sample[k SUBSEP "released", ++count[k SUBSEP "released"]] = $4 * 1000
+                          if ($3 * 1000 > fmax[$2]) fmax[$2] = $3 * 1000
+                          if (!(($2) in fseen)) { fseen[$2] = 1; fkind[++nf] = $2 } }
     # P1: a line "kind topology count median p99".
     function latency(what, t, line,    f) {
         if (split(line, f, "\t") >= 5 && f[3] > 0)
@@ -134,9 +144,18 @@ echo
                 "(cached fiber stacks)", "")
         }
         else row("P6", "soak", "MTA->STA in-proc", "no figure", "<= 1024 KiB, +0", "")
+        for (i = 1; i <= nf; i++) {
+            k = "first " fkind[i]
+            row("P7", "CoCancelCall, first call", fkind[i] " caller/server", sprintf("median %.0f us, max %.0f us (%d)",
+                median(k SUBSEP "cancel"), fmax[fkind[i]], count[k SUBSEP "cancel"]), "<= 50000 us",
+                verdict(fmax[fkind[i]] <= 50000))
+            row("P7", "  cancel -> released", "", sprintf("median %.0f us", median(k SUBSEP "released")), "", "")
+        }
     }'
 echo
 echo "(P1 over $CANCELS cancels per topology; P2 medians of 9 rounds; P3-P4 medians of $ROUNDS runs of 9 rounds,"
 echo " stock and installed alternating; P5 resident memory per call;"
+echo " P7 a blocking call made first thing in a fresh process, cancelled by a watchdog once the server is in it:"
+echo "    CoCancelCall's own duration and the caller's release, per kind of call (mta/sta: in process);"
 echo " P6 the process's own counters: heap bytes in use (HeapWalk), committed private memory (VirtualQuery),
  working set, handles and threads, from a tenth of the way in, each time after the abandoned calls ended.)"

@@ -1067,9 +1067,8 @@ HRESULT asynccall_create(const ProxyFileInfo *file, int sync_index, int async_in
     IUnknown *sync;
     HRESULT hr;
 
+    /* Begin_'s request is intercepted: if it is the process's first proxied call, it finds the channel first. */
     if (!(desc = get_desc(file, sync_index, async_index))) return E_NOTIMPL;
-    /* Begin_ returns before the reply only once the channel is intercepted. */
-    if (!discovery_wait(5000)) WARN("the channel is not intercepted: Begin_ will wait for the server\n");
     if (FAILED(hr = IUnknown_QueryInterface(manager, &desc->sync_iid, (void **)&sync))) return hr;
     hr = create_call_object(desc, sync, outer, riid, (void **)ppv);
     IUnknown_Release(sync);

@@ -120,8 +120,8 @@ void winepatch_ndr_async(void);
 
 /* discovery.c */
 BOOL discovery_init(void);
-BOOL discovery_user_program(void);
 void discovery_start(void);
+void discovery_before_call(void);
 BOOL discovery_wait(DWORD timeout);
 
 /* cancelring.c */

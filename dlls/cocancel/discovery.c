@@ -5,19 +5,40 @@
  * Owns the probe that finds it, once per process: a private interface whose
  * proxy/stub factory the engine supplies, marshaled from an MTA thread and
  * unmarshaled in an STA thread, whose proxy's Connect then receives a
- * genuine client channel (handed to winepatch_channel).  It runs on its own
- * thread, started at load for a program of the user's and at the first
- * proxied call in Wine's own system processes.
+ * genuine client channel (handed to winepatch_channel).
+ *
+ * It runs when it is first needed, so that a program that makes no proxied
+ * call never sees it: at the first proxied call of the process, whose thread
+ * waits (in the channel hook's ClientGetSize, before its request is built)
+ * until the vtable is patched, so that this very call is intercepted - a
+ * call made at any moment of a process's life can be cancelled.  Wine calls
+ * channel hooks holding its channel-hook lock, so the wait ends as soon as
+ * the probe's proxy is connected and the vtable patched, before the probe
+ * makes any proxied call of its own; the probe's own threads never wait,
+ * and neither does a thread holding the loader lock (the probe's threads
+ * could not start).
  */
 
 #include "cocancel_private.h"
+#include <winternl.h>
+
+/* The longest a first proxied call waits for the discovery (a safety valve: it takes 30-200 ms). */
+#define DISCOVERY_TIMEOUT 10000
 
 /* The private interface and proxy/stub class used to find the channel vtable. */
 static const IID IID_ICocancelProbe = {0x9d3f1b22, 0x6c1e, 0x4f7a, {0xa4, 0x0b, 0x2c, 0x61, 0x5e, 0x90, 0x13, 0x7d}};
 static const CLSID CLSID_CocancelProbePS = {0x9d3f1b23, 0x6c1e, 0x4f7a, {0xa4, 0x0b, 0x2c, 0x61, 0x5e, 0x90, 0x13, 0x7d}};
 
 static LONG discovery_started;
-static HANDLE discovery_done;
+static LONG discovery_settled;      /* the channel was patched, or the discovery gave up */
+static HANDLE discovery_done;       /* set when it settles */
+static DWORD discovery_tls = TLS_OUT_OF_INDEXES;    /* set on the discovery's own threads */
+
+static void settle(void)
+{
+    InterlockedExchange(&discovery_settled, 1);
+    SetEvent(discovery_done);
+}
 
 struct probe_proxy
 {
@@ -66,6 +87,8 @@ static ULONG WINAPI probe_proxy_buffer_Release(IRpcProxyBuffer *iface)
 static HRESULT WINAPI probe_proxy_buffer_Connect(IRpcProxyBuffer *iface, IRpcChannelBuffer *chan)
 {
     winepatch_channel(chan);
+    /* A first proxied call waiting for this goes on now (see the top of the file). */
+    settle();
     return S_OK;
 }
 
@@ -301,6 +324,7 @@ static DWORD WINAPI discovery_sta_thread(void *arg)
     IUnknown *proxy = NULL;
     DWORD cookie = 0;
 
+    TlsSetValue(discovery_tls, (void *)1);
     if (FAILED(CoInitializeEx(NULL, COINIT_APARTMENTTHREADED))) return 0;
     CoRegisterClassObject(&CLSID_CocancelProbePS, (IUnknown *)&probe_factory, CLSCTX_INPROC_SERVER,
                           REGCLS_MULTIPLEUSE, &cookie);
@@ -323,6 +347,7 @@ static DWORD WINAPI discovery_thread(void *arg)
     DWORD cookie = 0;
     HANDLE sta;
 
+    TlsSetValue(discovery_tls, (void *)1);
     if (SUCCEEDED(CoInitializeEx(NULL, COINIT_MULTITHREADED)))
     {
         CoRegisterClassObject(&CLSID_CocancelProbePS, (IUnknown *)&probe_factory, CLSCTX_INPROC_SERVER,
@@ -340,7 +365,7 @@ static DWORD WINAPI discovery_thread(void *arg)
         CoUninitialize();
     }
     if (!(winepatch_applied() & WINEPATCH_CHANNEL)) WARN("the client channel was not found: calls are not cancellable\n");
-    SetEvent(discovery_done);
+    settle();
     return 0;
 }
 
@@ -350,17 +375,51 @@ void discovery_start(void)
 
     if (InterlockedCompareExchange(&discovery_started, 1, 0)) return;
     if ((thread = CreateThread(NULL, 0, discovery_thread, NULL, 0, NULL))) CloseHandle(thread);
-    else SetEvent(discovery_done);
+    else settle();
 }
 
-/* A program of its own (not one of Wine's system processes) gets the hook at start-up. */
-BOOL discovery_user_program(void)
+/* gcc misreads mingw's inline TEB access as an array overrun. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+static BYTE * __attribute__((noinline)) current_peb(void)
 {
-    WCHAR exe[MAX_PATH], system[MAX_PATH];
-    UINT len = GetSystemDirectoryW(system, MAX_PATH);
+    return (BYTE *)NtCurrentTeb()->ProcessEnvironmentBlock;
+}
+#pragma GCC diagnostic pop
 
-    if (!len || len >= MAX_PATH || !GetModuleFileNameW(NULL, exe, MAX_PATH)) return FALSE;
-    return _wcsnicmp(exe, system, len) || exe[len] != '\\';
+/* Does this thread hold the loader lock (PEB->LoaderLock)?  TRUE when that cannot be told. */
+static BOOL holding_loader_lock(void)
+{
+#ifdef _WIN64
+    const SIZE_T offset = 0x110;
+#else
+    const SIZE_T offset = 0xa0;
+#endif
+    BYTE *peb = current_peb();
+    RTL_CRITICAL_SECTION *lock;
+
+    if (!pe_readable(peb + offset, sizeof(lock))) return TRUE;
+    lock = *(RTL_CRITICAL_SECTION **)(peb + offset);
+    if (!pe_readable(lock, sizeof(*lock))) return TRUE;
+    return (DWORD)(ULONG_PTR)lock->OwningThread == GetCurrentThreadId();
+}
+
+/*
+ * Before every proxied call (the channel hook's ClientGetSize): the first
+ * one finds the channel, and waits until the call it makes is intercepted.
+ */
+void discovery_before_call(void)
+{
+    if (*(volatile LONG *)&discovery_settled) return;
+    if (TlsGetValue(discovery_tls)) return;
+    discovery_start();
+    if (holding_loader_lock())
+    {
+        WARN("a proxied call under the loader lock: it is not cancellable\n");
+        return;
+    }
+    if (WaitForSingleObject(discovery_done, DISCOVERY_TIMEOUT))
+        WARN("the channel discovery did not finish in time; this call is not cancellable\n");
 }
 
 /* Waits for the discovery, at most timeout ms: is the channel intercepted? */
@@ -373,5 +432,7 @@ BOOL discovery_wait(DWORD timeout)
 
 BOOL discovery_init(void)
 {
-    return (discovery_done = CreateEventW(NULL, TRUE, FALSE, NULL)) != NULL;
+    discovery_tls = TlsAlloc();
+    discovery_done = CreateEventW(NULL, TRUE, FALSE, NULL);
+    return discovery_tls != TLS_OUT_OF_INDEXES && discovery_done;
 }

@@ -38,12 +38,8 @@ static void process_attach(HINSTANCE instance)
     /* Proxied calls: the channel hook, the transport, the channel itself (found by discovery). */
     transport_init();
     synccall_init(asynccall_send_receive);
-    if (discovery_init() && orpchook_init(asynccall_request_filled))
-    {
-        winepatch_transport_imports();
-        /* The thread starts running once the loader has finished attaching DLLs. */
-        if (discovery_user_program()) discovery_start();
-    }
+    /* Nothing starts here: the channel is found at the first proxied call (discovery.c). */
+    if (discovery_init() && orpchook_init(asynccall_request_filled)) winepatch_transport_imports();
 
     /* Worker fibers, call objects, ICallFactory on proxies. */
     asynccall_init();

@@ -138,8 +138,8 @@ static void WINAPI orpc_ClientGetSize(IChannelHook *iface, REFGUID extension, RE
     *size = sizeof(struct call_extension);
     /* A new request: transport.c notes below whether it goes to the RPC runtime. */
     transport_new_request();
-    /* The first proxied call of a process that did not start discovery at load. */
-    discovery_start();
+    /* The first proxied call of the process finds the channel, and is intercepted. */
+    discovery_before_call();
 }
 
 static void WINAPI orpc_ClientFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid,

@@ -104,35 +104,79 @@ void transport_unwatch(struct transport_call *call)
 }
 
 /*
- * Called by the cancel object of a call.  A cancel that reaches the pool
- * thread before it waits for the reply is lost, so it is repeated until the
- * transport call ends (or 2 s pass: the call then ends when the server
- * replies, as a cooperative cancel).  A call that has not entered the
- * transport within 50 ms never will: it was posted to an STA in this
- * process, and ends when that STA has run it.
+ * One attempt to abort the transport call of call_id (attempt counts from
+ * 0, about one a millisecond): TRUE while it may still need one.  A
+ * cancel that reaches the pool thread before it waits for the reply is
+ * lost, so it is repeated until the transport call ends (or about 2 s pass:
+ * the call then ends when the server replies, as a cooperative cancel).  A
+ * call that has not entered the transport within about 50 attempts never
+ * will: it was posted to an STA in this process, and ends when that STA has
+ * run it.
  */
+static BOOL abort_attempt(ULONGLONG call_id, unsigned int attempt)
+{
+    struct transport_call *call;
+    BOOL pending = FALSE;
+
+    EnterCriticalSection(&transport_cs);
+    for (call = transport_calls; call; call = call->next)
+        if (call->call_id == call_id) break;
+    if (call && !call->left && (call->entered || attempt < 50))
+    {
+        pending = TRUE;
+        if (call->thread) RpcCancelThread(call->thread);
+    }
+    LeaveCriticalSection(&transport_cs);
+    return pending;
+}
+
+struct abort_job
+{
+    ULONGLONG call_id;
+    unsigned int attempt;
+};
+
+static void CALLBACK repeat_abort(PTP_CALLBACK_INSTANCE instance, void *arg)
+{
+    struct abort_job *job = arg;
+    unsigned int attempt;
+
+    for (attempt = job->attempt + 1; attempt < 2000 && abort_attempt(job->call_id, attempt); attempt++) Sleep(1);
+    HeapFree(GetProcessHeap(), 0, job);
+}
+
+/*
+ * Called by the cancel object of a call.  The transport call normally ends
+ * within a millisecond or two of the abort, and the attempts are repeated
+ * here until it does, for 40 ms at the most: Wine breaks the proxy's
+ * connection for good (every later call fails with RPC_S_CALL_FAILED_DNE)
+ * when the canceller goes on while an aborted STA->MTA call is still in the
+ * transport (found by syncstress).  Past 40 ms the attempts go on from the
+ * thread pool, so that CoCancelCall returns whatever the transport does.
+ */
+#define ABORT_INLINE_MS 40
+
 void transport_abort(ULONGLONG call_id)
 {
-    unsigned int i;
+    DWORD start = GetTickCount();
+    struct abort_job *job;
+    unsigned int attempt;
 
     if (!call_id || !(winepatch_applied() & WINEPATCH_TRANSPORT)) return;
-    for (i = 0; i < 2000; i++)
+    for (attempt = 0; abort_attempt(call_id, attempt); attempt++)
     {
-        struct transport_call *call;
-        BOOL pending = FALSE;
-
-        EnterCriticalSection(&transport_cs);
-        for (call = transport_calls; call; call = call->next)
-            if (call->call_id == call_id) break;
-        if (call && !call->left && (call->entered || i < 50))
-        {
-            pending = TRUE;
-            if (call->thread) RpcCancelThread(call->thread);
-        }
-        LeaveCriticalSection(&transport_cs);
-        if (!pending) return;
+        if (GetTickCount() - start >= ABORT_INLINE_MS) break;
         Sleep(1);
     }
+    if (!abort_attempt(call_id, attempt)) return;
+    if ((job = HeapAlloc(GetProcessHeap(), 0, sizeof(*job))))
+    {
+        job->call_id = call_id;
+        job->attempt = attempt;
+        if (TrySubmitThreadpoolCallback(repeat_abort, job, NULL)) return;
+        HeapFree(GetProcessHeap(), 0, job);
+    }
+    WARN("no pool thread to repeat the abort of call %llx\n", (unsigned long long)call_id);
 }
 
 /* ---------------------------------------------------------------------

@@ -196,7 +196,6 @@ struct fiber_call
     const struct async_method *method;
     void *proc;                     /* the synchronous proxy method */
     HRESULT result;
-    BOOL notifying;                 /* the completion notification is running (under call_lock) */
     ULONGLONG call_id;
     BYTE *scratch;
     BYTE *out_ptr[CC_FMT_MAX_PARAMS];
@@ -282,7 +281,24 @@ static void signal_done(struct call_object *obj)
     }
 }
 
-/* The reply of fc arrived: complete its call object's call, unless it was cancelled. */
+/* A reference on obj, unless its last one is gone already (it is being destroyed then). */
+static BOOL call_object_try_addref(struct call_object *obj)
+{
+    LONG ref = InterlockedCompareExchange(&obj->refcount, 0, 0), seen;
+
+    while (ref)
+    {
+        if ((seen = InterlockedCompareExchange(&obj->refcount, ref + 1, ref)) == ref) return TRUE;
+        ref = seen;
+    }
+    return FALSE;
+}
+
+/*
+ * The reply of fc arrived: complete its call object's call, unless it was
+ * cancelled.  The object is kept alive while whoever waits is told: an
+ * aggregating object may release it from inside its Signal.
+ */
 static void note_reply(struct fiber_call *fc)
 {
     struct call_object *obj;
@@ -290,20 +306,13 @@ static void note_reply(struct fiber_call *fc)
 
     TRACE("call %p: reply\n", fc);
     EnterCriticalSection(&call_lock);
-    if ((obj = fc->obj))
-    {
-        deliver = cc_call_complete(&obj->state) == CC_OK;
-        if (deliver) fc->notifying = TRUE;
-    }
+    if ((obj = fc->obj) && call_object_try_addref(obj)) deliver = cc_call_complete(&obj->state) == CC_OK;
+    else obj = NULL;
     cc_run_set(&fc->run.state, CC_RUN_REPLIED);
     LeaveCriticalSection(&call_lock);
-    if (deliver)
-    {
-        signal_done(obj);
-        EnterCriticalSection(&call_lock);
-        fc->notifying = FALSE;
-        LeaveCriticalSection(&call_lock);
-    }
+    if (!obj) return;
+    if (deliver) signal_done(obj);
+    IUnknown_Release(&obj->IUnknown_inner);
 }
 
 /* The run's body: the synchronous proxy method with the frame Begin_ built. */
@@ -822,20 +831,11 @@ static ULONG WINAPI inner_Release(IUnknown *iface)
     LeaveCriticalSection(&call_lock);
     if (fc)
     {
-        /* A completion notification may still be running on a pool thread. */
-        for (;;)
-        {
-            BOOL busy;
-
-            EnterCriticalSection(&call_lock);
-            busy = fc->notifying;
-            LeaveCriticalSection(&call_lock);
-            if (!busy) break;
-            Sleep(0);
-        }
         /* Released without Finish_: the reply is dropped (the NDR engine frees it). */
         cc_run_set(&fc->run.state, CC_RUN_DISCARD);
-        if (fc->run.owner_tid == GetCurrentThreadId() && cc_run_test(&fc->run.state, CC_RUN_REPLIED))
+        /* Finished here only by its own thread, and not from the call's own fiber. */
+        if (fc->run.owner_tid == GetCurrentThreadId() && cc_run_test(&fc->run.state, CC_RUN_REPLIED) &&
+            runner_current() != &fc->run)
             runner_finish(&fc->run);
         else runner_abandon(&fc->run);
     }

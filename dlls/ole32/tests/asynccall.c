@@ -1009,6 +1009,8 @@ struct outer
     ISynchronize ISynchronize_iface;
     LONG refcount, signals;
     IUnknown *inner;
+    BOOL release_in_signal;     /* Signal lets the call object go */
+    HANDLE signal_returned;
 };
 
 static inline struct outer *outer_from_IUnknown(IUnknown *iface)
@@ -1071,7 +1073,13 @@ static HRESULT WINAPI outer_sync_Wait(ISynchronize *iface, DWORD flags, DWORD ti
 
 static HRESULT WINAPI outer_sync_Signal(ISynchronize *iface)
 {
-    InterlockedIncrement(&outer_from_ISynchronize(iface)->signals);
+    struct outer *outer = outer_from_ISynchronize(iface);
+    IUnknown *inner;
+
+    InterlockedIncrement(&outer->signals);
+    if (outer->release_in_signal && (inner = InterlockedExchangePointer((void **)&outer->inner, NULL)))
+        IUnknown_Release(inner);
+    if (outer->signal_returned) SetEvent(outer->signal_returned);
     return S_OK;
 }
 
@@ -1125,6 +1133,42 @@ done:
     ok(outer.refcount == 1, "outer object has %ld references\n", outer.refcount);
 }
 
+/* The outer object releases the call object from inside Signal, its last reference with it. */
+static void test_release_in_signal(ICcAsyncTest *proxy)
+{
+    struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
+    AsyncICcAsyncTest *call;
+    ICallFactory *factory;
+    DWORD start;
+    HRESULT hr;
+
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    if (FAILED(hr)) return;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
+    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
+    ICallFactory_Release(factory);
+    if (FAILED(hr)) return;
+    outer.release_in_signal = TRUE;
+    outer.signal_returned = CreateEventW(NULL, TRUE, FALSE, NULL);
+    hr = IUnknown_QueryInterface(&outer.IUnknown_iface, &IID_AsyncICcAsyncTest, (void **)&call);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    if (SUCCEEDED(hr))
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        /* Only the outer object holds the call object now. */
+        AsyncICcAsyncTest_Release(call);
+        ok(!WaitForSingleObject(outer.signal_returned, 5000), "Signal did not return\n");
+        ok(outer.signals == 1, "the outer object was signalled %ld times\n", outer.signals);
+        ok(outer.inner == NULL, "the call object was not released\n");
+    }
+    if (outer.inner) IUnknown_Release(outer.inner);
+    /* The caller of Signal lets go of the ISynchronize it passed in just after. */
+    for (start = GetTickCount(); outer.refcount != 1 && GetTickCount() - start < 5000;) Sleep(10);
+    ok(outer.refcount == 1, "outer object has %ld references\n", outer.refcount);
+    CloseHandle(outer.signal_returned);
+}
+
 struct client
 {
     DWORD model;
@@ -1154,6 +1198,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_cancel(proxy);
         test_release_without_finish(proxy);
         test_aggregation(proxy);
+        test_release_in_signal(proxy);
         test_container_of_calls(proxy);
         test_dcom_async_client_call(proxy);
         test_uninitialize_outstanding(proxy);

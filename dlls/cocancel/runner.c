@@ -516,8 +516,38 @@ static void task_destroy(struct run *run)
 static const struct run_ops task_ops = { task_body, NULL, NULL, task_destroy };
 
 /*
+ * The thread waits in a parked task's place, on its own stack: for what
+ * Wine's code waited for, and for 'release'.  It waits through Wine's own
+ * CoWaitForMultipleHandles, which pumps and consults the message filter as
+ * Wine's SendReceive would, so that window procedures, filter callbacks and
+ * incoming calls run on the caller's stack, with its fiber data and its
+ * exception handlers; a wait inside them is an ordinary wait.  TRUE if
+ * 'release' ended it; otherwise run->wake is what Wine's wait returns.
+ */
+static BOOL wait_for_task(struct run *run, HANDLE release)
+{
+    HANDLE handles[2] = { run->wine_event, release };
+    const struct wine_wait *wait = run->wait;
+    BOOL alertable = wait->pump ? (wait->flags & MWMO_ALERTABLE) != 0 : wait->alertable;
+    DWORD index = ~0u;
+    HRESULT hr;
+
+    hr = CoWaitForMultipleHandles(alertable ? COWAIT_ALERTABLE : 0, run->timeout, 2, handles, &index);
+    if (hr == S_OK && index == 1) return TRUE;
+    if (hr == S_OK && index == 0) run->wake = WAIT_OBJECT_0;
+    else if (hr == RPC_S_CALLPENDING) run->wake = WAIT_TIMEOUT;
+    else if (hr == S_OK && index == WAIT_IO_COMPLETION) run->wake = WAIT_IO_COMPLETION;
+    else
+    {
+        WARN("waiting for task %p failed: %#lx\n", run, hr);
+        run->wake = WAIT_FAILED;
+    }
+    return FALSE;
+}
+
+/*
  * Runs func(arg) on a worker fiber of this thread.  Each time Wine's code in
- * it waits (for a reply), the thread waits instead, the same way, and also
+ * it waits (for a reply), the thread waits instead (wait_for_task), and also
  * for 'release'.  S_OK: the task ran to its end.  S_FALSE: 'release' was
  * signalled first; the task is left parked, the pool notes when what it
  * waits for is signalled, and the thread finishes it the next time it comes
@@ -543,32 +573,18 @@ HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release)
 
     for (;;)
     {
-        HANDLE handles[2];
-        const struct wine_wait *wait;
-        DWORD ret;
-
         runner_resume(run);
         if (cc_run_phase(&run->state) == CC_RUN_DONE)
         {
             runner_free(run);
             return S_OK;
         }
-        wait = run->wait;
-        handles[0] = run->wine_event;
-        handles[1] = release;
-        if (wait->pump)
-            ret = wine_real.MsgWaitForMultipleObjectsEx(2, handles, run->timeout, wait->mask,
-                                                        wait->flags & ~MWMO_WAITALL);
-        else
-            ret = wine_real.WaitForMultipleObjectsEx(2, handles, FALSE, run->timeout, wait->alertable);
-        if (ret == WAIT_OBJECT_0 + 1)
+        if (wait_for_task(run, release))
         {
             TRACE("task %p released, left parked\n", run);
             runner_abandon(run);
             return S_FALSE;
         }
-        /* Window messages: Wine's code pumps them and waits again. */
-        run->wake = ret == WAIT_OBJECT_0 + 2 ? WAIT_OBJECT_0 + 1 : ret;
     }
 }
 

@@ -1,0 +1,260 @@
+/*
+ * Code that runs while an STA thread waits in a proxied call.
+ *
+ * While an STA thread waits for the reply of a call, COM's modal loop
+ * processes sent messages (and incoming calls): window procedures run on
+ * that thread, on its own stack (the caller's), and a wait they make is
+ * their own - a call that is cancelled meanwhile returns only once the
+ * handler has returned.  The server here sends the client's window a
+ * message while it runs the call.  Every case runs with cancellation
+ * enabled and disabled; the cancelled case needs CoCancelCall.
+ */
+
+#include <stdarg.h>
+
+#define COBJMACROS
+#define CONST_VTABLE
+#include "windef.h"
+#include "winbase.h"
+#include "winuser.h"
+#include "winternl.h"
+#include "objbase.h"
+
+#include "wine/test.h"
+
+#define WM_PROBE (WM_USER + 7)
+
+static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
+
+static struct
+{
+    HWND client_window;
+    HANDLE in_call, release;        /* the server is in the call; lets it return */
+    HANDLE handler_waiting, handler_event;
+    BOOL handler_waits;             /* the window procedure waits for handler_event */
+    void *handler_stack_base, *handler_local;
+    HRESULT handler_wait_hr;
+    DWORD handler_index;
+    LONG sequence, handler_done_at, call_returned_at;
+} test;
+
+/* gcc misreads mingw's inline TEB access as an array overrun. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+static void * __attribute__((noinline)) stack_base(void)
+{
+    return ((NT_TIB *)NtCurrentTeb())->StackBase;
+}
+#pragma GCC diagnostic pop
+
+static HRESULT WINAPI factory_QueryInterface(IClassFactory *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IClassFactory))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI factory_AddRef(IClassFactory *iface) { return 2; }
+static ULONG WINAPI factory_Release(IClassFactory *iface) { return 1; }
+
+/* Sends the client's window a message, then runs until released (10 s at most). */
+static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    *ppv = NULL;
+    SetEvent(test.in_call);
+    SendNotifyMessageW(test.client_window, WM_PROBE, 0, 0);
+    WaitForSingleObject(test.release, 10000);
+    return S_FALSE;
+}
+
+static HRESULT WINAPI factory_LockServer(IClassFactory *iface, BOOL lock) { return S_OK; }
+
+static const IClassFactoryVtbl factory_vtbl =
+{
+    factory_QueryInterface, factory_AddRef, factory_Release, factory_CreateInstance, factory_LockServer,
+};
+
+static IClassFactory factory = { &factory_vtbl };
+
+static LRESULT CALLBACK client_wndproc(HWND hwnd, UINT msg, WPARAM wparam, LPARAM lparam)
+{
+    int local;
+
+    if (msg != WM_PROBE) return DefWindowProcW(hwnd, msg, wparam, lparam);
+    test.handler_stack_base = stack_base();
+    test.handler_local = &local;
+    if (test.handler_waits)
+    {
+        SetEvent(test.handler_waiting);
+        test.handler_wait_hr = CoWaitForMultipleHandles(0, 5000, 1, &test.handler_event, &test.handler_index);
+    }
+    test.handler_done_at = InterlockedIncrement(&test.sequence);
+    if (!test.handler_waits) SetEvent(test.release);
+    return 0;
+}
+
+struct host
+{
+    IStream *stream;
+    HANDLE ready, quit, thread;
+};
+
+static DWORD WINAPI host_thread(void *arg)
+{
+    struct host *host = arg;
+    MSG msg;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    CoMarshalInterThreadInterfaceInStream(&IID_IClassFactory, (IUnknown *)&factory, &host->stream);
+    SetEvent(host->ready);
+    while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, 30000, QS_ALLINPUT) == WAIT_OBJECT_0 + 1)
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    CoUninitialize();
+    return 0;
+}
+
+struct client
+{
+    struct host *host;
+    BOOL enable;
+    DWORD tid;
+    HANDLE ready, thread;
+    void *stack_base;
+    HRESULT hr;
+};
+
+static DWORD WINAPI client_thread(void *arg)
+{
+    struct client *client = arg;
+    IClassFactory *proxy = NULL;
+    IUnknown *unk = NULL;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    test.client_window = CreateWindowW(L"cocancel_handlers", NULL, 0, 0, 0, 0, 0, HWND_MESSAGE, NULL, NULL, NULL);
+    if (client->enable) CoEnableCallCancellation(NULL);
+    client->stack_base = stack_base();
+    client->hr = CoGetInterfaceAndReleaseStream(client->host->stream, &IID_IClassFactory, (void **)&proxy);
+    SetEvent(client->ready);
+    if (proxy)
+    {
+        client->hr = IClassFactory_CreateInstance(proxy, NULL, &IID_IUnknown, (void **)&unk);
+        test.call_returned_at = InterlockedIncrement(&test.sequence);
+        IClassFactory_Release(proxy);
+    }
+    if (client->enable) CoDisableCallCancellation(NULL);
+    DestroyWindow(test.client_window);
+    CoUninitialize();
+    return 0;
+}
+
+static void start(struct host *host, struct client *client, BOOL enable, BOOL handler_waits)
+{
+    host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
+    ok(!WaitForSingleObject(host->ready, 10000), "the host did not start\n");
+    ResetEvent(test.in_call);
+    ResetEvent(test.release);
+    ResetEvent(test.handler_waiting);
+    ResetEvent(test.handler_event);
+    test.handler_waits = handler_waits;
+    test.handler_stack_base = test.handler_local = NULL;
+    test.handler_wait_hr = 0xdeadbeef;
+    test.handler_done_at = test.call_returned_at = 0;
+    client->host = host;
+    client->enable = enable;
+    client->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    client->thread = CreateThread(NULL, 0, client_thread, client, 0, &client->tid);
+    ok(!WaitForSingleObject(client->ready, 10000), "the client did not start\n");
+}
+
+static void stop(struct host *host, struct client *client)
+{
+    SetEvent(test.release);
+    SetEvent(test.handler_event);
+    ok(!WaitForSingleObject(client->thread, 15000), "the client did not end\n");
+    SetEvent(host->quit);
+    ok(!WaitForSingleObject(host->thread, 10000), "the host did not end\n");
+    CloseHandle(client->thread);
+    CloseHandle(client->ready);
+    CloseHandle(host->thread);
+    CloseHandle(host->ready);
+    CloseHandle(host->quit);
+}
+
+/* A window procedure that runs during the call runs on the caller's own stack. */
+static void test_handler_stack(BOOL enable)
+{
+    struct client client = { 0 };
+    struct host host = { 0 };
+
+    winetest_push_context("cancellation %s", enable ? "enabled" : "disabled");
+    start(&host, &client, enable, FALSE);
+    ok(!WaitForSingleObject(client.thread, 15000), "the call did not end\n");
+    ok(client.hr == S_FALSE, "the call got %#lx\n", client.hr);
+    ok(test.handler_done_at != 0, "the window procedure did not run during the call\n");
+    ok(test.handler_stack_base == client.stack_base, "the window procedure ran on stack %p, the caller's is %p\n",
+       test.handler_stack_base, client.stack_base);
+    ok((char *)test.handler_local < (char *)client.stack_base &&
+       (char *)test.handler_local > (char *)client.stack_base - 8 * 1024 * 1024,
+       "the window procedure's frame %p is not on the caller's stack (base %p)\n", test.handler_local,
+       client.stack_base);
+    stop(&host, &client);
+    winetest_pop_context();
+}
+
+/*
+ * The call is cancelled while a window procedure it runs waits for its own
+ * event: that wait is the handler's, and ends with its event; the call
+ * returns only once the handler has returned.
+ */
+static void test_handler_wait_cancelled(void)
+{
+    struct client client = { 0 };
+    struct host host = { 0 };
+    HRESULT hr;
+
+    start(&host, &client, TRUE, TRUE);
+    ok(!WaitForSingleObject(test.handler_waiting, 10000), "the window procedure did not run\n");
+    hr = pCoCancelCall(client.tid, 0);
+    ok(hr == S_OK, "CoCancelCall got %#lx\n", hr);
+    Sleep(300);
+    ok(!test.call_returned_at, "the call returned while the window procedure was waiting\n");
+    SetEvent(test.handler_event);
+    ok(!WaitForSingleObject(client.thread, 15000), "the call did not end\n");
+    ok(test.handler_wait_hr == S_OK && test.handler_index == 0, "the handler's wait got %#lx, %lu\n",
+       test.handler_wait_hr, test.handler_index);
+    ok(test.handler_done_at && test.handler_done_at < test.call_returned_at,
+       "the window procedure ended at %ld, the call returned at %ld\n", test.handler_done_at,
+       test.call_returned_at);
+    ok(client.hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client.hr);
+    stop(&host, &client);
+}
+
+START_TEST(handlers)
+{
+    WNDCLASSW cls = { 0 };
+
+    pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
+    cls.lpfnWndProc = client_wndproc;
+    cls.lpszClassName = L"cocancel_handlers";
+    RegisterClassW(&cls);
+    test.in_call = CreateEventW(NULL, TRUE, FALSE, NULL);
+    test.release = CreateEventW(NULL, TRUE, FALSE, NULL);
+    test.handler_waiting = CreateEventW(NULL, TRUE, FALSE, NULL);
+    test.handler_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+
+    test_handler_stack(FALSE);
+    test_handler_stack(TRUE);
+    if (pCoCancelCall) test_handler_wait_cancelled();
+    else win_skip("CoCancelCall is not available\n");
+
+    CloseHandle(test.in_call);
+    CloseHandle(test.release);
+    CloseHandle(test.handler_waiting);
+    CloseHandle(test.handler_event);
+}

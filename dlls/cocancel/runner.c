@@ -17,9 +17,11 @@
  *  - engine threads, for calls of MTA callers that cannot take a fiber.
  *
  * Fibers are kept per thread and reused: a worker fiber runs one call after
- * another.  The thread is converted to a fiber by the first run and stays
- * one while it keeps idle workers; it is converted back when it exits, or
- * when no worker is left.
+ * another.  The thread's fiber state is the program's: a thread that is not
+ * a fiber is converted to one only for the moment the engine switches to a
+ * worker and back (runner_resume), so that before and after every call it is
+ * what the program made it, and a program may convert its threads to fibers
+ * and back, or call from fibers of its own, at any time.
  *
  * The runner knows nothing of what it runs: the owner of a run supplies its
  * body and what to do when its reply comes (struct run_ops).  The phase and
@@ -49,7 +51,6 @@ struct thread_fibers
     struct worker_fiber *idle;
     unsigned int idle_count;
     unsigned int live;
-    BOOL converted;                 /* by the engine (not a program's own fiber thread) */
 };
 
 struct run *runner_current(void)
@@ -86,17 +87,33 @@ static void * __attribute__((noinline)) current_fiber(void)
 }
 #pragma GCC diagnostic pop
 
-/* Runs the run's fiber until it parks or finishes. */
+/*
+ * Runs the run's fiber until it parks or finishes.  A thread that is not a
+ * fiber becomes one for the switch and goes back afterwards (converting back
+ * on the fiber the conversion made is exactly what ConvertFiberToThread is
+ * for); the worker returns to whichever fiber resumed it.
+ */
 void runner_resume(struct run *run)
 {
     void *previous = TlsGetValue(run_tls);
+    BOOL converted = FALSE;
 
+    if (!IsThreadAFiber())
+    {
+        if (!ConvertThreadToFiberEx(NULL, FIBER_FLAG_FLOAT_SWITCH))
+        {
+            ERR("cannot switch to run %p: %lu\n", run, GetLastError());
+            return;
+        }
+        converted = TRUE;
+    }
     run->return_fiber = current_fiber();
     TlsSetValue(run_tls, run);
     cc_run_set(&run->state, CC_RUN_ACTIVE);
     SwitchToFiber(run->worker->fiber);
     cc_run_clear(&run->state, CC_RUN_ACTIVE);
     TlsSetValue(run_tls, previous);
+    if (converted) ConvertFiberToThread();
 }
 
 /* Back to the thread until resumed (on the run's fiber). */
@@ -129,11 +146,6 @@ static BOOL acquire_worker(struct run *run)
     struct worker_fiber *worker;
 
     if (!fibers) return FALSE;
-    if (!fibers->live && !fibers->idle_count && !IsThreadAFiber())
-    {
-        if (!ConvertThreadToFiberEx(NULL, FIBER_FLAG_FLOAT_SWITCH)) return FALSE;
-        fibers->converted = TRUE;
-    }
     if ((worker = fibers->idle))
     {
         fibers->idle = worker->next;
@@ -143,11 +155,6 @@ static BOOL acquire_worker(struct run *run)
              !(worker->fiber = CreateFiberEx(0, FIBER_STACK, FIBER_FLAG_FLOAT_SWITCH, worker_main, worker)))
     {
         HeapFree(GetProcessHeap(), 0, worker);
-        if (!fibers->live && !fibers->idle_count && fibers->converted)
-        {
-            ConvertFiberToThread();
-            fibers->converted = FALSE;
-        }
         return FALSE;
     }
     worker->run = run;
@@ -347,7 +354,6 @@ void runner_thread_detach(void)
     }
     /* Runs still parked on this thread can never finish now: their state is leaked. */
     if (fibers->live) WARN("thread exits with %u asynchronous calls unfinished\n", fibers->live);
-    else if (fibers->converted) ConvertFiberToThread();
     TlsSetValue(fibers_tls, NULL);
     HeapFree(GetProcessHeap(), 0, fibers);
 }

@@ -1009,7 +1009,8 @@ struct outer
     ISynchronize ISynchronize_iface;
     LONG refcount, signals;
     IUnknown *inner;
-    BOOL release_in_signal;     /* Signal lets the call object go */
+    BOOL release_in_signal;     /* Signal lets the call object go ... */
+    HANDLE may_release;         /* ... once the test has let go of its pointers into it */
     HANDLE signal_returned;
 };
 
@@ -1077,7 +1078,8 @@ static HRESULT WINAPI outer_sync_Signal(ISynchronize *iface)
     IUnknown *inner;
 
     InterlockedIncrement(&outer->signals);
-    if (outer->release_in_signal && (inner = InterlockedExchangePointer((void **)&outer->inner, NULL)))
+    if (outer->release_in_signal && !WaitForSingleObject(outer->may_release, 5000) &&
+        (inner = InterlockedExchangePointer((void **)&outer->inner, NULL)))
         IUnknown_Release(inner);
     if (outer->signal_returned) SetEvent(outer->signal_returned);
     return S_OK;
@@ -1149,15 +1151,18 @@ static void test_release_in_signal(ICcAsyncTest *proxy)
     ICallFactory_Release(factory);
     if (FAILED(hr)) return;
     outer.release_in_signal = TRUE;
+    outer.may_release = CreateEventW(NULL, TRUE, FALSE, NULL);
     outer.signal_returned = CreateEventW(NULL, TRUE, FALSE, NULL);
     hr = IUnknown_QueryInterface(&outer.IUnknown_iface, &IID_AsyncICcAsyncTest, (void **)&call);
     ok(hr == S_OK, "got %#lx\n", hr);
     if (SUCCEEDED(hr))
     {
-        hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
-        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        /* The reply comes after Begin_ returned, so Signal runs on the pool's wait thread. */
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 200);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
         /* Only the outer object holds the call object now. */
         AsyncICcAsyncTest_Release(call);
+        SetEvent(outer.may_release);
         ok(!WaitForSingleObject(outer.signal_returned, 5000), "Signal did not return\n");
         ok(outer.signals == 1, "the outer object was signalled %ld times\n", outer.signals);
         ok(outer.inner == NULL, "the call object was not released\n");
@@ -1166,6 +1171,7 @@ static void test_release_in_signal(ICcAsyncTest *proxy)
     /* The caller of Signal lets go of the ISynchronize it passed in just after. */
     for (start = GetTickCount(); outer.refcount != 1 && GetTickCount() - start < 5000;) Sleep(10);
     ok(outer.refcount == 1, "outer object has %ld references\n", outer.refcount);
+    CloseHandle(outer.may_release);
     CloseHandle(outer.signal_returned);
 }
 

@@ -251,7 +251,7 @@ START_TEST(handlers)
     test_handler_stack(FALSE);
     test_handler_stack(TRUE);
     if (pCoCancelCall) test_handler_wait_cancelled();
-    else win_skip("CoCancelCall is not available\n");
+    else skip("CoCancelCall is not available\n");
 
     CloseHandle(test.in_call);
     CloseHandle(test.release);

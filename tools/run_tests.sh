@@ -126,6 +126,7 @@ echo "== stock Wine: the API is missing"
 check "stock Wine: a static import of CoCancelCall aborts" aborted_unimplemented "$logs/stock.log"
 # What exists on stock Wine runs there too: the same file is the judge of both.
 run_winetest "stock Wine: ole32_test.exe handlers" ole32_test.exe handlers
+run_winetest "stock Wine: ole32_test.exe fibers" ole32_test.exe fibers
 
 echo "== the test harness itself"
 st() {

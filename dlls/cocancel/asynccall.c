@@ -580,6 +580,8 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
 
     runner_reap();
     if (cc_call_begin(&obj->state, TRUE) != CC_OK) return RPC_S_CALLPENDING;
+    /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
+    cancelring_prepare();
     InterlockedExchange(&obj->lazy_signal, 0);
     if (InterlockedExchange(&obj->event_maybe_set, 0)) ResetEvent(obj->event);
     if (InterlockedExchange(&obj->wake_event_set, 0)) ResetEvent(obj->wake_event);

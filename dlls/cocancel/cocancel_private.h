@@ -125,8 +125,9 @@ void discovery_before_call(void);
 BOOL discovery_wait(DWORD timeout);
 
 /* cancelring.c */
+void cancelring_prepare(void);
 void cancelring_publish(ULONGLONG call_id);
-BOOL cancelring_cancelled(ULONGLONG call_id);
+int cancelring_cancelled(ULONGLONG call_id);
 
 /* transport.c */
 

@@ -44,6 +44,7 @@ struct server_call
     LONG refcount;
     ULONGLONG call_id;
     LONG cancelled;              /* cancelled by the server itself */
+    BOOL no_ring;                /* the client has no cancel ring: nothing to look up */
     IUnknown *previous;          /* the call context it replaced */
     struct server_call *outer;   /* the enclosing call on this thread */
 };
@@ -90,7 +91,13 @@ static HRESULT WINAPI server_call_TestCancel(ICancelMethodCalls *iface)
 {
     struct server_call *call = impl_from_server_ICancelMethodCalls(iface);
 
-    if (call->cancelled || cancelring_cancelled(call->call_id)) return RPC_E_CALL_CANCELED;
+    int found;
+
+    if (call->cancelled) return RPC_E_CALL_CANCELED;
+    if (call->no_ring) return RPC_S_CALLPENDING;
+    if ((found = cancelring_cancelled(call->call_id)) > 0) return RPC_E_CALL_CANCELED;
+    /* The client never made a call that can be cancelled: this one cannot be. */
+    if (found < 0) call->no_ring = TRUE;
     return RPC_S_CALLPENDING;
 }
 
@@ -181,6 +188,7 @@ static void WINAPI orpc_ServerNotify(IChannelHook *iface, REFGUID extension, REF
     call->refcount = 1;
     call->call_id = data->call_id;
     call->cancelled = 0;
+    call->no_ring = FALSE;
     call->previous = NULL;
     /* Runs on the thread that invokes the method, right before it. */
     if (FAILED(p_CoSwitchCallContext((IUnknown *)&call->ICancelMethodCalls_iface, &call->previous)))

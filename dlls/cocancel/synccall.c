@@ -216,6 +216,8 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
     HRESULT hr;
 
     wrapped = !mta && msgfilter_wrap(&wrapper, cancel);
+    /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
+    if (cancellable || wrapped) cancelring_prepare();
     if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
         TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)call_id, hr);
     else if (cancellable && mta)

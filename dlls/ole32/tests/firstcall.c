@@ -61,16 +61,53 @@ static HRESULT WINAPI factory_QueryInterface(IClassFactory *iface, REFIID riid, 
 static ULONG WINAPI factory_AddRef(IClassFactory *iface) { return 2; }
 static ULONG WINAPI factory_Release(IClassFactory *iface) { return 1; }
 
-/* Runs until the client's cancel is seen (CoTestCancel), 10 s at most. */
+/* The views of file mappings in this process (Wine 8.0 answers 0 to GetProcessHandleCount). */
+static DWORD count_mapped_views(void)
+{
+    MEMORY_BASIC_INFORMATION info;
+    const BYTE *p = NULL;
+    void *last_base = NULL;
+    DWORD count = 0;
+
+    while (VirtualQuery(p, &info, sizeof(info)))
+    {
+        if (info.Type == MEM_MAPPED && info.AllocationBase != last_base)
+        {
+            last_base = info.AllocationBase;
+            count++;
+        }
+        if (p + info.RegionSize < p) break;
+        p = (const BYTE *)info.BaseAddress + info.RegionSize;
+    }
+    return count;
+}
+
+/*
+ * Runs until the client's cancel is seen (CoTestCancel), 10 s at most, then
+ * asks 100 times more: a server polls a cancelled call until it has cleaned
+ * up, and that must cost it nothing that lasts, however many client
+ * processes it has served.  Asked for IID_IPersist, answers how many views
+ * of file mappings it has instead (as FACILITY_ITF's error code).
+ */
 static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
 {
     DWORD start = GetTickCount();
+    unsigned int i;
 
     *ppv = NULL;
+    if (IsEqualIID(riid, &IID_IPersist))
+    {
+        /* An error code, which the proxy hands back as it is. */
+        return MAKE_HRESULT(SEVERITY_ERROR, FACILITY_ITF, min(count_mapped_views(), 0xffff));
+    }
     SetEvent(in_call);
     while (GetTickCount() - start < 10000)
     {
-        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED) return E_ABORT;
+        if (pCoTestCancel && pCoTestCancel() == RPC_E_CALL_CANCELED)
+        {
+            for (i = 0; i < 100; i++) pCoTestCancel();
+            return E_ABORT;
+        }
         Sleep(5);
     }
     return SLOW_RESULT;
@@ -319,8 +356,32 @@ static void unregister_server(void)
     RegDeleteTreeW(HKEY_CLASSES_ROOT, key);
 }
 
+/* How many views of file mappings the local server has (0 if it cannot be asked). */
+static DWORD server_views(void)
+{
+    IClassFactory *proxy;
+    IUnknown *unk = NULL;
+    CLSID clsid;
+    HRESULT hr;
+
+    server_clsid(&clsid);
+    hr = CoGetClassObject(&clsid, CLSCTX_LOCAL_SERVER, NULL, &IID_IClassFactory, (void **)&proxy);
+    if (FAILED(hr))
+    {
+        trace("cannot reach the local server: %#lx\n", hr);
+        return 0;
+    }
+    hr = IClassFactory_CreateInstance(proxy, NULL, &IID_IPersist, (void **)&unk);
+    IClassFactory_Release(proxy);
+    if (HRESULT_FACILITY(hr) == FACILITY_ITF && FAILED(hr)) return HRESULT_CODE(hr);
+    trace("the local server answered %#lx\n", hr);
+    return 0;
+}
+
 static void test_first_call(const char *kind, unsigned int count)
 {
+    BOOL local = !strcmp(kind, "local");
+    DWORD first = 0, last;
     unsigned int i;
 
     winetest_push_context("%s", kind);
@@ -332,6 +393,15 @@ static void test_first_call(const char *kind, unsigned int count)
         if (!process) break;
         winetest_wait_child_process(process);
         CloseHandle(process);
+        if (local && !i) first = server_views();
+    }
+    /* A server that has served many client processes holds no more for it. */
+    if (local && count > 17 && first)
+    {
+        last = server_views();
+        trace("the server's mapped views: %lu after the first client, %lu after %u\n", first, last, count);
+        ok(last < first + 32, "the server's mapped views went from %lu to %lu over %u client processes\n",
+           first, last, count);
     }
     winetest_pop_context();
 }
@@ -362,6 +432,7 @@ START_TEST(firstcall)
     }
     if (argc > 2 && atoi(argv[2]) > 0) count = atoi(argv[2]);
     parent_pid = GetCurrentProcessId();
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
 
     make_name(name, ARRAY_SIZE(name), L"busy_quit");
     busy_quit = CreateEventW(NULL, TRUE, FALSE, name);
@@ -391,4 +462,5 @@ START_TEST(firstcall)
     CloseHandle(busy_quit);
     CloseHandle(server_quit);
     CloseHandle(in_call_event);
+    CoUninitialize();
 }

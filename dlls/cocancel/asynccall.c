@@ -611,7 +611,14 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
     EnterCriticalSection(&call_lock);
     obj->call = fc;
     LeaveCriticalSection(&call_lock);
-    runner_resume(&fc->run);
+    if (!runner_resume(&fc->run))
+    {
+        hr = E_OUTOFMEMORY;
+        EnterCriticalSection(&call_lock);
+        obj->call = NULL;
+        LeaveCriticalSection(&call_lock);
+        goto failed;
+    }
 
     if (cc_run_phase(&fc->run.state) != CC_RUN_DONE || cc_run_test(&fc->run.state, CC_RUN_SENT)) return S_OK;
     if (SUCCEEDED(fc->result))

@@ -204,7 +204,7 @@ BOOL runner_init(void);
 void runner_thread_detach(void);
 struct run *runner_current(void);
 BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase phase, int flags);
-void runner_resume(struct run *run);
+BOOL runner_resume(struct run *run);
 void runner_yield(struct run *run);
 void runner_free(struct run *run);
 void runner_watch(struct run *run);

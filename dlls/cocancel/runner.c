@@ -88,12 +88,13 @@ static void * __attribute__((noinline)) current_fiber(void)
 #pragma GCC diagnostic pop
 
 /*
- * Runs the run's fiber until it parks or finishes.  A thread that is not a
+ * Runs the run's fiber until it parks or finishes; FALSE if it could not be
+ * switched to (nothing ran).  A thread that is not a
  * fiber becomes one for the switch and goes back afterwards (converting back
  * on the fiber the conversion made is exactly what ConvertFiberToThread is
  * for); the worker returns to whichever fiber resumed it.
  */
-void runner_resume(struct run *run)
+BOOL runner_resume(struct run *run)
 {
     void *previous = TlsGetValue(run_tls);
     BOOL converted = FALSE;
@@ -103,7 +104,7 @@ void runner_resume(struct run *run)
         if (!ConvertThreadToFiberEx(NULL, FIBER_FLAG_FLOAT_SWITCH))
         {
             ERR("cannot switch to run %p: %lu\n", run, GetLastError());
-            return;
+            return FALSE;
         }
         converted = TRUE;
     }
@@ -114,6 +115,7 @@ void runner_resume(struct run *run)
     cc_run_clear(&run->state, CC_RUN_ACTIVE);
     TlsSetValue(run_tls, previous);
     if (converted) ConvertFiberToThread();
+    return TRUE;
 }
 
 /* Back to the thread until resumed (on the run's fiber). */
@@ -579,7 +581,17 @@ HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release)
 
     for (;;)
     {
-        runner_resume(run);
+        if (!runner_resume(run))
+        {
+            /* Never started: nothing was sent.  Parked mid-call: left to its end like a cancelled one. */
+            if (!cc_run_test(&run->state, CC_RUN_HAS_PARKED))
+            {
+                runner_free(run);
+                return E_NOTIMPL;
+            }
+            runner_abandon(run);
+            return S_FALSE;
+        }
         if (cc_run_phase(&run->state) == CC_RUN_DONE)
         {
             runner_free(run);

@@ -80,21 +80,6 @@ static void patch_combase(HMODULE combase)
  * The ole32 export graft.
  */
 
-/* Is this the builtin ole32 that cocancel's carrier loaded to forward to?
- * Programs never bind to it by name, so it is left as it is. */
-static BOOL behind_carrier(HMODULE ole32)
-{
-    HMODULE modules[1024];
-    DWORD needed = 0, i;
-
-    if (!K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed)) return FALSE;
-    for (i = 0; i < min(needed / sizeof(HMODULE), ARRAY_SIZE(modules)); i++)
-        if (modules[i] != ole32 && pe_module_is(modules[i], L"ole32.dll") &&
-            GetProcAddress(modules[i], "CocancelCarrierVersion"))
-            return TRUE;
-    return FALSE;
-}
-
 struct graft_name
 {
     const char *name;
@@ -220,7 +205,9 @@ static void graft_ole32(HMODULE ole32)
     DWORD protect;
     unsigned int i;
 
-    if (behind_carrier(ole32)) return;
+    /* The builtin ole32 behind cocancel's carrier is grafted too: Wine's loader
+     * may answer GetModuleHandle("ole32.dll") with it (it answers a lookup by
+     * name with the module it matched last). */
     for (i = 0; i < routed_count; i++)
         if (!GetProcAddress(ole32, routed_api[i].name)) graft.missing[graft.missing_count++] = i;
     if (!graft.missing_count)

@@ -25,6 +25,12 @@ ROUTE_TEST(route_getproc)
     ok(GetProcAddress(module, "OleInitialize") != NULL, "OleInitialize lost\n");
     ok(GetProcAddress(module, "CoEnableCallCancellation") != NULL, "CoEnableCallCancellation lost\n");
 
+    /* Found by name, as GetModuleHandle finds a DLL the program imports. */
+    module = GetModuleHandleA("ole32.dll");
+    ok(module != NULL, "ole32 not found\n");
+    lookup(module, &api);
+    check_cancel_api("GetProcAddress(GetModuleHandle(ole32))", &api);
+
     module = LoadLibraryA("combase.dll");
     ok(module != NULL, "combase not loaded\n");
     lookup(module, &api);

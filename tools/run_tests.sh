@@ -56,6 +56,9 @@ run_winetest() {
     elif [ "$bad_count" -ne 0 ]; then
         echo "FAILED: $label: $bad_count failures (see $log)"
         grep -a "Test failed\|succeeded inside todo" "$log" | head -20
+        # The lines around a failure say more than its message (CI keeps
+        # only this output): the first 15 other lines of the log.
+        tr -d '\r' < "$log" | grep -a -v "Test failed\|tests executed" | grep -a -m 15 ": " | sed 's/^/    /'
     else
         echo "ok: $label: $ok_count checks"
     fi

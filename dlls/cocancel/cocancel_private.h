@@ -239,15 +239,9 @@ HRESULT cancelobj_wait_settled(ICancelMethodCalls *cancel, DWORD timeout);
 
 /* msgfilter.c */
 
-/* Stands in front of an STA's message filter for one call; lives on the caller's stack. */
-struct filter_wrapper
-{
-    IMessageFilter IMessageFilter_iface;
-    IMessageFilter *filter;         /* the program's */
-    ICancelMethodCalls *cancel;     /* the call's */
-};
-
-BOOL msgfilter_wrap(struct filter_wrapper *wrapper, ICancelMethodCalls *cancel);
+/* Stands in front of an STA's message filter for one call (a COM object: it may outlive the call). */
+struct filter_wrapper;
+struct filter_wrapper *msgfilter_wrap(ICancelMethodCalls *cancel);
 void msgfilter_unwrap(struct filter_wrapper *wrapper);
 
 /* apiroute.c */

@@ -11,6 +11,14 @@
 
 #include "cocancel_private.h"
 
+struct filter_wrapper
+{
+    IMessageFilter IMessageFilter_iface;
+    LONG refcount;
+    IMessageFilter *filter;         /* the program's */
+    ICancelMethodCalls *cancel;     /* the call's, while it runs; NULL after */
+};
+
 static inline struct filter_wrapper *impl_from_IMessageFilter(IMessageFilter *iface)
 {
     return CONTAINING_RECORD(iface, struct filter_wrapper, IMessageFilter_iface);
@@ -18,24 +26,39 @@ static inline struct filter_wrapper *impl_from_IMessageFilter(IMessageFilter *if
 
 static HRESULT WINAPI filter_QueryInterface(IMessageFilter *iface, REFIID riid, void **ppv)
 {
+    if (!ppv) return E_POINTER;
     if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IMessageFilter))
     {
         *ppv = iface;
+        IMessageFilter_AddRef(iface);
         return S_OK;
     }
     *ppv = NULL;
     return E_NOINTERFACE;
 }
 
-/* The wrapper lives on the caller's stack for exactly the call. */
+/*
+ * The wrapper is a heap object with a reference count, not a frame of the
+ * call: a handler that registers another filter during the call receives
+ * the wrapper as the previous filter, and may register it again long after
+ * the call (it then simply passes everything on to the program's filter).
+ */
 static ULONG WINAPI filter_AddRef(IMessageFilter *iface)
 {
-    return 2;
+    return InterlockedIncrement(&impl_from_IMessageFilter(iface)->refcount);
 }
 
 static ULONG WINAPI filter_Release(IMessageFilter *iface)
 {
-    return 1;
+    struct filter_wrapper *wrapper = impl_from_IMessageFilter(iface);
+    ULONG refcount = InterlockedDecrement(&wrapper->refcount);
+
+    if (!refcount)
+    {
+        IMessageFilter_Release(wrapper->filter);
+        HeapFree(GetProcessHeap(), 0, wrapper);
+    }
+    return refcount;
 }
 
 static DWORD WINAPI filter_HandleInComingCall(IMessageFilter *iface, DWORD type, HTASK caller, DWORD ticks,
@@ -53,10 +76,11 @@ static DWORD WINAPI filter_MessagePending(IMessageFilter *iface, HTASK callee, D
 {
     struct filter_wrapper *wrapper = impl_from_IMessageFilter(iface);
     DWORD answer = IMessageFilter_MessagePending(wrapper->filter, callee, ticks, type);
+    ICancelMethodCalls *cancel = InterlockedCompareExchangePointer((void **)&wrapper->cancel, NULL, NULL);
 
-    if (answer != PENDINGMSG_CANCELCALL) return answer;
+    if (answer != PENDINGMSG_CANCELCALL || !cancel) return answer;
     TRACE("the message filter cancels the call\n");
-    cancelobj_abort(wrapper->cancel);
+    cancelobj_abort(cancel);
     return PENDINGMSG_WAITDEFPROCESS;
 }
 
@@ -70,34 +94,46 @@ static const IMessageFilterVtbl filter_vtbl =
     filter_MessagePending,
 };
 
-BOOL msgfilter_wrap(struct filter_wrapper *wrapper, ICancelMethodCalls *cancel)
+/* Puts a wrapper in front of this STA's filter for one call; NULL when it has none. */
+struct filter_wrapper *msgfilter_wrap(ICancelMethodCalls *cancel)
 {
     IMessageFilter *previous = NULL;
+    struct filter_wrapper *wrapper;
 
+    if (!(wrapper = HeapAlloc(GetProcessHeap(), 0, sizeof(*wrapper)))) return NULL;
     wrapper->IMessageFilter_iface.lpVtbl = &filter_vtbl;
+    wrapper->refcount = 1;
     wrapper->cancel = cancel;
-    if (CoRegisterMessageFilter(&wrapper->IMessageFilter_iface, &previous) != S_OK) return FALSE;
+    wrapper->filter = NULL;
+    if (CoRegisterMessageFilter(&wrapper->IMessageFilter_iface, &previous) != S_OK)
+    {
+        HeapFree(GetProcessHeap(), 0, wrapper);
+        return NULL;
+    }
     if (!previous)
     {
-        /* No filter to stand in front of. */
+        /* No filter to stand in front of: COM drops its reference, then ours goes. */
         CoRegisterMessageFilter(NULL, NULL);
-        return FALSE;
+        HeapFree(GetProcessHeap(), 0, wrapper);
+        return NULL;
     }
     wrapper->filter = previous;
-    return TRUE;
+    return wrapper;
 }
 
+/* Ends the call's wrapper: the program's filter is registered again, unless it registered another meanwhile. */
 void msgfilter_unwrap(struct filter_wrapper *wrapper)
 {
     IMessageFilter *current = NULL;
 
+    InterlockedExchangePointer((void **)&wrapper->cancel, NULL);
     CoRegisterMessageFilter(wrapper->filter, &current);
-    /* The program registered another filter during the call: that one stays. */
-    if (current && current != &wrapper->IMessageFilter_iface)
+    if (current == &wrapper->IMessageFilter_iface) IMessageFilter_Release(current);
+    else
     {
+        /* The program registered another filter (or none) during the call: that stays. */
         CoRegisterMessageFilter(current, NULL);
-        IMessageFilter_Release(current);
+        if (current) IMessageFilter_Release(current);
     }
-    IMessageFilter_Release(wrapper->filter);
+    IMessageFilter_Release(&wrapper->IMessageFilter_iface);
 }
-

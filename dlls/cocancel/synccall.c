@@ -212,10 +212,10 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
                                         ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL cancellable)
 {
     BOOL mta = caller_in_mta(), transport = transport_request_uses_rpc(), wrapped;
-    struct filter_wrapper wrapper;
+    struct filter_wrapper *wrapper = mta ? NULL : msgfilter_wrap(cancel);
     HRESULT hr;
 
-    wrapped = !mta && msgfilter_wrap(&wrapper, cancel);
+    wrapped = wrapper != NULL;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     if (cancellable || wrapped) cancelring_prepare();
     if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
@@ -224,7 +224,7 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
         hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);
     else
         hr = send_receive_inline(iface, msg, status, cancel, call_id, cancellable || wrapped);
-    if (wrapped) msgfilter_unwrap(&wrapper);
+    if (wrapped) msgfilter_unwrap(wrapper);
     return hr;
 }
 

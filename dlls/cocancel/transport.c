@@ -44,6 +44,38 @@ static CRITICAL_SECTION transport_cs;
 static struct transport_call *transport_calls;
 static LONG transport_count;
 
+/*
+ * Aborting a call makes Wine destroy that call's connection.  If it was the
+ * last connection of its association, the server forgets the association
+ * group, while the client's association keeps its id and offers it in every
+ * later bind: the server rejects them all, and the proxy answers
+ * RPC_S_CALL_FAILED_DNE for good (rpcrt4 destroys a server association
+ * with its last connection; found by syncstress, STA client and MTA
+ * server).  So before a watched call is sent, one more connection of the
+ * same binding is taken and handed straight back to the association's idle
+ * pool: as long as the aborted call runs there is another connection that
+ * no cancel destroys.  Once two connections exist this only takes one from
+ * the pool and puts it back.
+ */
+static void keep_spare_connection(const RPC_MESSAGE *msg)
+{
+    RPC_MESSAGE spare;
+    RPC_STATUS status;
+
+    memset(&spare, 0, sizeof(spare));
+    spare.Handle = msg->Handle;
+    spare.DataRepresentation = msg->DataRepresentation;
+    spare.RpcInterfaceInformation = msg->RpcInterfaceInformation;
+    spare.ProcNum = msg->ProcNum;
+    spare.RpcFlags = msg->RpcFlags & ~RPC_BUFFER_ASYNC;
+    if ((status = wine_real.I_RpcGetBuffer(&spare)))
+    {
+        WARN("no spare connection for the watched call %p: %ld\n", msg, (long)status);
+        return;
+    }
+    I_RpcFreeBuffer(&spare);
+}
+
 RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg)
 {
     struct transport_call *call = NULL;
@@ -55,6 +87,13 @@ RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg)
         EnterCriticalSection(&transport_cs);
         for (call = transport_calls; call; call = call->next)
             if ((RPC_MESSAGE *)call->msg == msg && !call->entered) break;
+        LeaveCriticalSection(&transport_cs);
+        /* Before the call is marked as entered, so that no abort reaches
+         * the spare connection's bind: a failed bind leaves rpcrt4's count
+         * of the association's connections one short, and the association
+         * then keeps an id the server has dropped. */
+        if (call && wine_real.I_RpcGetBuffer) keep_spare_connection(msg);
+        EnterCriticalSection(&transport_cs);
         if (call && DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &thread,
                                     THREAD_ALL_ACCESS, FALSE, 0))
         {
@@ -146,33 +185,22 @@ static void CALLBACK repeat_abort(PTP_CALLBACK_INSTANCE instance, void *arg)
 }
 
 /*
- * Called by the cancel object of a call.  The transport call normally ends
- * within a millisecond or two of the abort, and the attempts are repeated
- * here until it does, for 40 ms at the most: Wine breaks the proxy's
- * connection for good (every later call fails with RPC_S_CALL_FAILED_DNE)
- * when the canceller goes on while an aborted STA->MTA call is still in the
- * transport (found by syncstress).  Past 40 ms the attempts go on from the
- * thread pool, so that CoCancelCall returns whatever the transport does.
+ * Called by the cancel object of a call: one attempt here, and the rest
+ * from the thread pool, so that CoCancelCall returns at once.  (An earlier
+ * version waited here for up to 40 ms: the caller going on while an
+ * aborted call was still in the transport used to break the proxy for good;
+ * keep_spare_connection() is the cure for that.)
  */
-#define ABORT_INLINE_MS 40
-
 void transport_abort(ULONGLONG call_id)
 {
-    DWORD start = GetTickCount();
     struct abort_job *job;
-    unsigned int attempt;
 
     if (!call_id || !(winepatch_applied() & WINEPATCH_TRANSPORT)) return;
-    for (attempt = 0; abort_attempt(call_id, attempt); attempt++)
-    {
-        if (GetTickCount() - start >= ABORT_INLINE_MS) break;
-        Sleep(1);
-    }
-    if (!abort_attempt(call_id, attempt)) return;
+    if (!abort_attempt(call_id, 0)) return;
     if ((job = HeapAlloc(GetProcessHeap(), 0, sizeof(*job))))
     {
         job->call_id = call_id;
-        job->attempt = attempt;
+        job->attempt = 0;
         if (TrySubmitThreadpoolCallback(repeat_abort, job, NULL)) return;
         HeapFree(GetProcessHeap(), 0, job);
     }

@@ -369,10 +369,23 @@ static DWORD WINAPI filter_RetryRejectedCall(IMessageFilter *iface, HTASK callee
     return ~0u;
 }
 
+/* Another filter, which the first registers in its place when asked (as a handler may during a call). */
+static LONG filter_swap, other_pending_calls;
+static IMessageFilter *swapped_out;     /* what CoRegisterMessageFilter handed back then */
+static IMessageFilter other_filter;
+
 static DWORD WINAPI filter_MessagePending(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
 {
     InterlockedIncrement(&filter_pending_calls);
+    if (InterlockedExchange(&filter_swap, 0))
+        ok(CoRegisterMessageFilter(&other_filter, &swapped_out) == S_OK, "CoRegisterMessageFilter failed\n");
     return filter_cancel ? PENDINGMSG_CANCELCALL : PENDINGMSG_WAITDEFPROCESS;
+}
+
+static DWORD WINAPI other_filter_MessagePending(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
+{
+    InterlockedIncrement(&other_pending_calls);
+    return PENDINGMSG_WAITDEFPROCESS;
 }
 
 static const IMessageFilterVtbl filter_vtbl =
@@ -387,6 +400,18 @@ static const IMessageFilterVtbl filter_vtbl =
 
 static IMessageFilter message_filter = { &filter_vtbl };
 
+static const IMessageFilterVtbl other_filter_vtbl =
+{
+    filter_QueryInterface,
+    filter_AddRef,
+    filter_Release,
+    filter_HandleInComingCall,
+    filter_RetryRejectedCall,
+    other_filter_MessagePending,
+};
+
+static IMessageFilter other_filter = { &other_filter_vtbl };
+
 /* A client thread in its own apartment making calls on request. */
 struct client
 {
@@ -399,6 +424,7 @@ struct client
     DWORD tid;
     BOOL exit_after_call;       /* the thread ends as soon as its call returns */
     BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
+    BOOL scribble;              /* overwrites the stack its calls used once each returns */
     IUnknown *scope;            /* a cancel object the thread registers around each call */
     enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
@@ -432,6 +458,14 @@ static HRESULT dispatch_call(struct client *client)
     SysFreeString(inout);
     IDispatch_Release(disp);
     return hr;
+}
+
+/* Fills the stack below the caller with a pattern: whatever a finished call left there is gone. */
+static void __attribute__((noinline)) scribble_stack(void)
+{
+    volatile BYTE area[32768];
+
+    memset((BYTE *)area, 0xcc, sizeof(area));
 }
 
 static DWORD WINAPI client_thread(void *arg)
@@ -470,6 +504,7 @@ static DWORD WINAPI client_thread(void *arg)
         else
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
         client->elapsed = GetTickCount() - start;
+        if (client->scribble) scribble_stack();
         SetEvent(client->finished);
         if (client->exit_after_call) break;
     }
@@ -988,6 +1023,62 @@ static void test_message_filter_cancel(DWORD host_model)
     winetest_pop_context();
 }
 
+/*
+ * A handler that registers another filter during a call gets the previous
+ * one back from CoRegisterMessageFilter, and may register it again later:
+ * that object must stay valid and act as the program's first filter after
+ * the call, and the filter registered during the call stays registered.
+ */
+static void test_message_filter_swap(void)
+{
+    struct client client;
+    struct host host;
+    DWORD answer;
+    LONG before;
+
+    start_host(&host, COINIT_MULTITHREADED);
+    start_client_ex(&client, &host, COINIT_APARTMENTTHREADED, TRUE, TRUE);
+    client.scribble = TRUE;
+
+    filter_cancel = 0;
+    swapped_out = NULL;
+    other_pending_calls = 0;
+    filter_swap = 1;
+    reset_server(FALSE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    PostThreadMessageW(client.tid, WM_USER, 0, 0);
+    ok(!client_wait(&client, 200), "the call returned early\n");
+    ok(!filter_swap, "MessagePending was not called\n");
+    SetEvent(server.release);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == SLOW_RESULT, "got %#lx\n", client.hr);
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    ok(swapped_out != NULL, "no previous filter\n");
+    if (swapped_out)
+    {
+        /* The call's frames are gone (the client overwrote its stack). */
+        before = filter_pending_calls;
+        answer = IMessageFilter_MessagePending(swapped_out, NULL, 0, PENDINGTYPE_TOPLEVEL);
+        ok(answer == PENDINGMSG_WAITDEFPROCESS, "got %lu\n", answer);
+        ok(filter_pending_calls == before + 1, "the program's filter was not asked\n");
+        IMessageFilter_Release(swapped_out);
+    }
+
+    /* The filter registered during the call is the apartment's filter now. */
+    reset_server(FALSE);
+    ok(begin_slow_call(&client), "the call did not reach the server\n");
+    PostThreadMessageW(client.tid, WM_USER, 0, 0);
+    ok(!client_wait(&client, 200), "the call returned early\n");
+    ok(other_pending_calls > 0, "the filter registered during the call was not asked\n");
+    SetEvent(server.release);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+
+    stop_client(&client);
+    stop_host(&host);
+}
+
 static void test_call_context_outside(void)
 {
     void *cancel;
@@ -1223,6 +1314,7 @@ START_TEST(cancelcall)
     test_cancel_parameters(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_APARTMENTTHREADED);
+    test_message_filter_swap();
 
     test_thread_exit_during_cancel();
 

@@ -83,15 +83,16 @@ enum cc_status cc_call_cancel(struct cc_call *call, int grace)
         [CC_PENDING]    = { CC_CANCELLED, CC_OK, 1 },
         /* A second request without grace abandons the call at once. */
         [CC_CANCELLING] = { CC_CANCELLED, CC_OK },
-        [CC_CANCELLED]  = { CC_STAY,      CC_OK },
+        /* "The call was already canceled" (CoCancelCall's documentation). */
+        [CC_CANCELLED]  = { CC_STAY,      CC_E_CANCELLED },
         [CC_COMPLETE]   = { CC_STAY,      CC_E_COMPLETE },
     };
     static const struct cc_edge cancel_with_grace[CC_STATES] =
     {
         [CC_IDLE]       = { CC_STAY,       CC_E_COMPLETE },
         [CC_PENDING]    = { CC_CANCELLING, CC_OK, 1 },
-        [CC_CANCELLING] = { CC_STAY,       CC_OK },
-        [CC_CANCELLED]  = { CC_STAY,       CC_OK },
+        [CC_CANCELLING] = { CC_STAY,       CC_E_CANCELLED },
+        [CC_CANCELLED]  = { CC_STAY,       CC_E_CANCELLED },
         [CC_COMPLETE]   = { CC_STAY,       CC_E_COMPLETE },
     };
 

@@ -86,8 +86,9 @@ static void test_lifecycle(void)
     ok(hr == RPC_E_CALL_CANCELED, "got %#lx\n", hr);
     hr = CocancelWaitCall(cancel, 0);
     ok(hr == RPC_E_CALL_CANCELED, "got %#lx\n", hr);
+    /* Already cancelled. */
     hr = ICancelMethodCalls_Cancel(cancel, 0);
-    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(hr == RPC_E_CALL_CANCELED, "got %#lx\n", hr);
     hr = CocancelCompleteCall(cancel);
     ok(hr == RPC_E_CALL_CANCELED, "got %#lx\n", hr);
     ICancelMethodCalls_Release(cancel);
@@ -246,7 +247,7 @@ bad_cases[] =
     { OBJ_QI_WRONG,            "cancel object: QueryInterface(IID_IMarshal)",              E_NOINTERFACE },
     { OBJ_CANCEL_COMPLETE,     "cancel object: Cancel(0) after completion",                RPC_E_CALL_COMPLETE },
     { OBJ_CANCEL_DISABLED,     "cancel object: Cancel(0) when not cancellable",            CO_E_CANCEL_DISABLED },
-    { OBJ_CANCEL_TWICE,        "cancel object: Cancel(0) when already cancelled",          S_OK },
+    { OBJ_CANCEL_TWICE,        "cancel object: Cancel(0) when already cancelled",          RPC_E_CALL_CANCELED },
     { OBJ_TEST_COMPLETE,       "cancel object: TestCancel() after completion",            RPC_S_CALLPENDING },
     { CLASS_UNKNOWN,           "DllGetClassObject(unknown class)",                         CLASS_E_CLASSNOTAVAILABLE },
     { CLASS_NULL_PPV,          "DllGetClassObject(CLSID_StdEvent, IID_IClassFactory, NULL)", E_POINTER },

@@ -42,9 +42,13 @@ struct cocancel_status
     DWORD routes;            /* COCANCEL_ROUTE_* */
     DWORD repaired_imports;  /* import slots redirected from "unimplemented function" stubs */
     DWORD refused_patches;   /* places that did not match what was expected and were left alone */
+    /* Since version 2 of the structure (a size of 16 bytes is version 1): */
+    DWORD abandoned_calls;   /* calls whose caller was let go (cancelled, or released without Finish_)
+                                and whose reply the engine has not finished with yet */
 };
+#define COCANCEL_STATUS_V1_SIZE 16
 
-/* E_INVALIDARG for NULL or a wrong size. */
+/* E_INVALIDARG for NULL or a size that is neither version's. */
 HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status);
 
 /*

@@ -149,12 +149,14 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
 {
     DWORD applied = winepatch_applied();
 
-    if (!status || status->size != sizeof(*status)) return E_INVALIDARG;
+    if (!status || (status->size != sizeof(*status) && status->size != COCANCEL_STATUS_V1_SIZE))
+        return E_INVALIDARG;
     status->routes = 0;
     apiroute_get_status(status);
     if (applied & WINEPATCH_CHANNEL) status->routes |= COCANCEL_ROUTE_CHANNEL;
     if ((applied & WINEPATCH_FACTORY) && (applied & WINEPATCH_MANAGER)) status->routes |= COCANCEL_ROUTE_ASYNC;
     status->refused_patches = winepatch_refused();
+    if (status->size >= sizeof(*status)) status->abandoned_calls = runner_abandoned();
     return S_OK;
 }
 

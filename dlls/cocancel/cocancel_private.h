@@ -212,6 +212,8 @@ void runner_unwatch(struct run *run);
 void runner_abandon(struct run *run);
 void runner_finish(struct run *run);
 void runner_reap(void);
+/* How many runs are abandoned and not finished yet (all threads). */
+DWORD runner_abandoned(void);
 HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);
 BOOL runner_submit_job(struct thread_job *job);
 DWORD WINAPI runner_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,

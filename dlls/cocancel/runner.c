@@ -298,6 +298,11 @@ static struct run *take_abandoned(DWORD tid, BOOL replied_only)
     return run;
 }
 
+DWORD runner_abandoned(void)
+{
+    return InterlockedCompareExchange(&abandoned_count, 0, 0);
+}
+
 /* Finishes this thread's abandoned runs whose replies have arrived. */
 void runner_reap(void)
 {

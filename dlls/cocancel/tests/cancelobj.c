@@ -29,9 +29,17 @@ static void test_status(void)
     hr = CocancelGetStatus(&status);
     ok(hr == E_INVALIDARG, "got %#lx\n", hr);
 
+    /* A program built against the first version of the structure. */
+    status.size = COCANCEL_STATUS_V1_SIZE;
+    status.abandoned_calls = 0xdeadbeef;
+    hr = CocancelGetStatus(&status);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(status.abandoned_calls == 0xdeadbeef, "a field past the given size was written\n");
+
     status.size = sizeof(status);
     hr = CocancelGetStatus(&status);
     ok(hr == S_OK, "got %#lx\n", hr);
+    ok(!status.abandoned_calls, "%lu abandoned calls in a program that made no call\n", status.abandoned_calls);
     /* This program imports cocancel directly, so the engine was loaded at start-up. */
     ok(status.routes & COCANCEL_ROUTE_DLL_NOTIFY, "routes %#lx\n", status.routes);
     ok(status.routes & (COCANCEL_ROUTE_COMBASE_STUBS | COCANCEL_ROUTE_COMBASE_REAL), "routes %#lx\n", status.routes);

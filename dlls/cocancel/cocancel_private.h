@@ -71,6 +71,8 @@ struct wine_functions
     RPC_STATUS (WINAPI *RpcServerUnregisterIf)(RPC_IF_HANDLE, UUID *, UINT);
     DWORD (WINAPI *WaitForMultipleObjectsEx)(DWORD, const HANDLE *, BOOL, DWORD, BOOL);
     DWORD (WINAPI *MsgWaitForMultipleObjectsEx)(DWORD, const HANDLE *, DWORD, DWORD, DWORD);
+    BOOL (WINAPI *SetEvent)(HANDLE);
+    void (WINAPI *RpcRaiseException)(RPC_STATUS);
     /* rpcrt4's standard proxy/stub factory and combase's proxy manager */
     HRESULT (WINAPI *CreateProxy)(IPSFactoryBuffer *, IUnknown *, REFIID, IRpcProxyBuffer **, void **);
     HRESULT (WINAPI *manager_QueryInterface)(IUnknown *, REFIID, void **);
@@ -89,6 +91,7 @@ extern struct wine_functions wine_real;
 #define WINEPATCH_FACTORY    0x0020
 #define WINEPATCH_MANAGER    0x0040
 #define WINEPATCH_NDR_ASYNC  0x0080
+#define WINEPATCH_DISPATCH   0x0100
 
 #ifdef __x86_64__
 #define WINEPATCH_JUMP_SIZE 14
@@ -113,6 +116,7 @@ BOOL winepatch_is_jump_to(const BYTE *code, const void *target);
 enum stub_result winepatch_stub(HMODULE module, const char *name, void *function);
 void winepatch_channel(IRpcChannelBuffer *chan);
 void winepatch_transport_imports(void);
+void winepatch_dispatch_imports(void);
 void winepatch_wait_imports(void);
 void winepatch_proxy_factory(void);
 void winepatch_proxy_manager(IUnknown *manager);
@@ -153,6 +157,8 @@ RPC_STATUS WINAPI transport_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type
 
 /* orpchook.c */
 BOOL orpchook_init(void (*on_request_filled)(REFIID riid));
+BOOL WINAPI orpchook_SetEvent(HANDLE event);
+void WINAPI orpchook_RpcRaiseException(RPC_STATUS status);
 ULONGLONG orpchook_take_call_id(void);
 
 /* runner.c */

@@ -19,6 +19,8 @@ static void wire_layers(void)
     hooks.RpcServerUnregisterIf = transport_RpcServerUnregisterIf;
     hooks.WaitForMultipleObjectsEx = runner_WaitForMultipleObjectsEx;
     hooks.MsgWaitForMultipleObjectsEx = runner_MsgWaitForMultipleObjectsEx;
+    hooks.SetEvent = orpchook_SetEvent;
+    hooks.RpcRaiseException = orpchook_RpcRaiseException;
     hooks.CreateProxy = callfactory_CreateProxy;
     hooks.manager_QueryInterface = callfactory_manager_QueryInterface;
 #ifdef __x86_64__
@@ -39,7 +41,11 @@ static void process_attach(HINSTANCE instance)
     transport_init();
     synccall_init(asynccall_send_receive);
     /* Nothing starts here: the channel is found at the first proxied call (discovery.c). */
-    if (discovery_init() && orpchook_init(asynccall_request_filled)) winepatch_transport_imports();
+    if (discovery_init() && orpchook_init(asynccall_request_filled))
+    {
+        winepatch_transport_imports();
+        winepatch_dispatch_imports();
+    }
 
     /* Worker fibers, call objects, ICallFactory on proxies. */
     asynccall_init();

@@ -8,7 +8,10 @@
  * On the server it installs, for the duration of each tagged method, a call
  * context answering ICancelMethodCalls, so that CoGetCallContext and
  * CoTestCancel work there; its TestCancel looks the id up in the client's
- * cancel ring (cancelring.c).
+ * cancel ring (cancelring.c).  A call context ends when the reply is
+ * marshaled (ServerGetSize), or, for a call Wine ends without a reply (the
+ * message filter rejected it, the method faulted), where combase's dispatch
+ * ends (orpchook_SetEvent, orpchook_RpcRaiseException).
  */
 
 #include "cocancel_private.h"
@@ -38,6 +41,15 @@ static void (*request_filled)(REFIID riid);
  * The server side: a call context for the duration of each method.
  */
 
+/* The base of the stack running now: the thread's, or a fiber's (the TEB follows SwitchToFiber). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+static void * __attribute__((noinline)) current_stack(void)
+{
+    return ((NT_TIB *)NtCurrentTeb())->StackBase;
+}
+#pragma GCC diagnostic pop
+
 struct server_call
 {
     ICancelMethodCalls ICancelMethodCalls_iface;
@@ -47,6 +59,8 @@ struct server_call
     BOOL no_ring;                /* the client has no cancel ring: nothing to look up */
     IUnknown *previous;          /* the call context it replaced */
     struct server_call *outer;   /* the enclosing call on this thread */
+    void *stack;                 /* the stack (thread's or fiber's) and frame of its ServerNotify */
+    const void *frame;
 };
 
 static inline struct server_call *impl_from_server_ICancelMethodCalls(ICancelMethodCalls *iface)
@@ -197,23 +211,69 @@ static void WINAPI orpc_ServerNotify(IChannelHook *iface, REFGUID extension, REF
         return;
     }
     call->outer = TlsGetValue(server_call_tls);
+    call->stack = current_stack();
+    call->frame = __builtin_frame_address(0);
     TlsSetValue(server_call_tls, call);
     TRACE("server call %llx begins\n", (unsigned long long)call->call_id);
+}
+
+/* Puts back the call context the innermost call replaced. */
+static void end_server_call(struct server_call *call)
+{
+    IUnknown *current;
+
+    TlsSetValue(server_call_tls, call->outer);
+    p_CoSwitchCallContext(call->previous, &current);
+    TRACE("server call %llx ends\n", (unsigned long long)call->call_id);
+    ICancelMethodCalls_Release(&call->ICancelMethodCalls_iface);
 }
 
 static void WINAPI orpc_ServerGetSize(IChannelHook *iface, REFGUID extension, REFIID riid, HRESULT fault,
                                       ULONG *size)
 {
     struct server_call *call = TlsGetValue(server_call_tls);
-    IUnknown *current;
 
     *size = 0;
-    if (!call) return;
     /* The reply is being marshaled: the method has returned. */
-    TlsSetValue(server_call_tls, call->outer);
-    p_CoSwitchCallContext(call->previous, &current);
-    TRACE("server call %llx ends\n", (unsigned long long)call->call_id);
-    ICancelMethodCalls_Release(&call->ICancelMethodCalls_iface);
+    if (call) end_server_call(call);
+}
+
+/*
+ * combase's dispatch of an incoming call ends here when it sends no reply.
+ * 'frame' is a frame called by the dispatch itself: the calls this thread
+ * began there or deeper on the same stack are over (Wine 8.0 calls the
+ * hooks' ServerNotify straight from the dispatch, at the very same depth);
+ * those of enclosing dispatches, still running, began higher up; on another
+ * fiber's stack nothing is decided.
+ */
+static void end_finished_calls(const void *frame)
+{
+    void *stack = current_stack();
+    struct server_call *call;
+
+    while ((call = TlsGetValue(server_call_tls)) && call->stack == stack &&
+           (ULONG_PTR)call->frame <= (ULONG_PTR)frame)
+    {
+        TRACE("server call %llx ended without a reply\n", (unsigned long long)call->call_id);
+        end_server_call(call);
+    }
+}
+
+/* combase's SetEvent: an STA's dispatch ends by waking its RPC thread. */
+BOOL WINAPI orpchook_SetEvent(HANDLE event)
+{
+    DWORD error = GetLastError();
+
+    if (TlsGetValue(server_call_tls)) end_finished_calls(__builtin_frame_address(0));
+    SetLastError(error);
+    return wine_real.SetEvent(event);
+}
+
+/* combase's RpcRaiseException: an MTA's dispatch ends by raising the failure. */
+void WINAPI orpchook_RpcRaiseException(RPC_STATUS status)
+{
+    if (TlsGetValue(server_call_tls)) end_finished_calls(__builtin_frame_address(0));
+    wine_real.RpcRaiseException(status);
 }
 
 static void WINAPI orpc_ServerFillBuffer(IChannelHook *iface, REFGUID extension, REFIID riid, ULONG *size,

@@ -70,7 +70,7 @@ static void keep_spare_connection(const RPC_MESSAGE *msg)
     spare.RpcFlags = msg->RpcFlags & ~RPC_BUFFER_ASYNC;
     if ((status = wine_real.I_RpcGetBuffer(&spare)))
     {
-        WARN("no spare connection for the watched call %p: %ld\n", msg, (long)status);
+        TRACE("no spare connection for the watched call %p: %ld\n", msg, (long)status);
         return;
     }
     I_RpcFreeBuffer(&spare);

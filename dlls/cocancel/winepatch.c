@@ -9,8 +9,9 @@
  *  - combase's client channel vtable: SendReceive and FreeBuffer (every slot
  *    must lie in combase and the object must answer as a channel);
  *  - combase's imports of rpcrt4!I_RpcSendReceive, I_RpcGetBuffer,
- *    RpcServerUnregisterIf, kernel32!WaitForMultipleObjectsEx and
- *    user32!MsgWaitForMultipleObjectsEx (each slot must hold the export);
+ *    RpcServerUnregisterIf, RpcRaiseException, kernel32!SetEvent,
+ *    WaitForMultipleObjectsEx and user32!MsgWaitForMultipleObjectsEx (each
+ *    slot must hold the export);
  *  - rpcrt4's standard proxy/stub factory: CreateProxy (the vtable and its
  *    methods must lie in rpcrt4);
  *  - combase's proxy manager: QueryInterface (vtable and methods in combase,
@@ -323,6 +324,30 @@ void winepatch_transport_imports(void)
     {
         WARN("combase's import of I_RpcGetBuffer not found as expected; MTA callers always use a helper "
              "thread\n");
+        InterlockedIncrement(&refused);
+    }
+    end_patch();
+}
+
+/*
+ * Where combase's dispatch of an incoming call ends without a reply: an
+ * STA's dispatch sets the event its RPC thread waits on, an MTA's raises the
+ * failure to rpcrt4 (orpchook.c ends the call contexts of such calls there).
+ */
+void winepatch_dispatch_imports(void)
+{
+    HMODULE combase = GetModuleHandleW(L"combase.dll");
+
+    if (!combase || !begin_patch(WINEPATCH_DISPATCH)) return;
+    if (redirect_import(combase, "kernel32.dll", "SetEvent", (void *)hooks.SetEvent, (void **)&wine_real.SetEvent) &&
+        redirect_import(combase, "rpcrt4.dll", "RpcRaiseException", (void *)hooks.RpcRaiseException,
+                        (void **)&wine_real.RpcRaiseException))
+        mark_applied(WINEPATCH_DISPATCH);
+    else
+    {
+        /* SetEvent may have been redirected alone: it still only passes the call on. */
+        WARN("combase's imports of SetEvent and RpcRaiseException not found as expected; a rejected or faulted "
+             "incoming call leaves its call context behind\n");
         InterlockedIncrement(&refused);
     }
     end_patch();

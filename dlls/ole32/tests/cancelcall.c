@@ -121,6 +121,8 @@ static HRESULT WINAPI factory_CreateInstance(IClassFactory *iface, IUnknown *out
         Sleep(200);
         TerminateProcess(GetCurrentProcess(), 3);
     }
+    /* The method faults: COM's stub catches the exception and the call fails. */
+    if (IsEqualIID(riid, &IID_IOleObject)) RaiseException(0xe0c0c0de, 0, 0, NULL);
     /* Asked from another process: what did the last slow call see at its end? */
     if (IsEqualIID(riid, &IID_IPersistStream)) return server.test_cancel_last;
     if (IsEqualIID(riid, &IID_IPersist))
@@ -429,7 +431,7 @@ struct client
     BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
     BOOL scribble;              /* overwrites the stack its calls used once each returns */
     IUnknown *scope;            /* a cancel object the thread registers around each call */
-    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
+    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_FAULT, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
     DWORD elapsed;
@@ -502,6 +504,8 @@ static DWORD WINAPI client_thread(void *arg)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersistStream, &unk);
         else if (client->what == CALL_DIE)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IStorage, &unk);
+        else if (client->what == CALL_FAULT)
+            client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IOleObject, &unk);
         else if (client->what == CALL_DISP_SLOW || client->what == CALL_DISP_ECHO)
             client->hr = dispatch_call(client);
         else
@@ -1106,6 +1110,121 @@ static void test_message_filter_swap(void)
     stop_host(&host);
 }
 
+/*
+ * An STA host whose message filter rejects incoming calls while asked to,
+ * and which reports, between calls, what CoGetCallContext and CoTestCancel
+ * answer on its thread.
+ */
+static LONG reject_calls;
+
+static DWORD WINAPI rejecting_HandleInComingCall(IMessageFilter *iface, DWORD type, HTASK caller, DWORD ticks,
+                                                 INTERFACEINFO *info)
+{
+    return reject_calls ? SERVERCALL_REJECTED : SERVERCALL_ISHANDLED;
+}
+
+static const IMessageFilterVtbl rejecting_filter_vtbl =
+{
+    filter_QueryInterface,
+    filter_AddRef,
+    filter_Release,
+    rejecting_HandleInComingCall,
+    filter_RetryRejectedCall,
+    other_filter_MessagePending,
+};
+
+static IMessageFilter rejecting_filter = { &rejecting_filter_vtbl };
+
+struct probe_host
+{
+    struct host host;
+    HANDLE probe, probed;
+    HRESULT context_hr, test_hr;
+};
+
+static DWORD WINAPI probe_host_thread(void *arg)
+{
+    struct probe_host *probe = arg;
+    HANDLE handles[2] = { probe->host.quit, probe->probe };
+    ICancelMethodCalls *cancel;
+    DWORD ret;
+    MSG msg;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    CoRegisterMessageFilter(&rejecting_filter, NULL);
+    CoMarshalInterThreadInterfaceInStream(&IID_IClassFactory, (IUnknown *)&factory, &probe->host.stream);
+    SetEvent(probe->host.ready);
+    while ((ret = MsgWaitForMultipleObjects(2, handles, FALSE, INFINITE, QS_ALLINPUT)) != WAIT_OBJECT_0)
+    {
+        if (ret == WAIT_OBJECT_0 + 1)
+        {
+            probe->context_hr = CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel);
+            if (SUCCEEDED(probe->context_hr)) ICancelMethodCalls_Release(cancel);
+            probe->test_hr = pCoTestCancel();
+            SetEvent(probe->probed);
+        }
+        while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+    }
+    CoRegisterMessageFilter(NULL, NULL);
+    CoUninitialize();
+    return 0;
+}
+
+static void probe_between_calls(struct probe_host *probe, const char *after)
+{
+    probe->context_hr = probe->test_hr = 0xdeadbeef;
+    SetEvent(probe->probe);
+    ok(WaitForSingleObject(probe->probed, 10000) == WAIT_OBJECT_0, "the host did not answer\n");
+    ok(probe->context_hr == RPC_E_CALL_COMPLETE, "CoGetCallContext after %s got %#lx\n", after, probe->context_hr);
+    ok(probe->test_hr == RPC_E_CALL_COMPLETE, "CoTestCancel after %s got %#lx\n", after, probe->test_hr);
+}
+
+/* A call Wine ends without a reply (rejected by the filter, or faulted) leaves no call context behind. */
+static void test_no_reply_leaves_no_context(void)
+{
+    struct probe_host probe;
+    struct client client;
+
+    probe.host.model = COINIT_APARTMENTTHREADED;
+    probe.host.ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+    probe.host.quit = CreateEventW(NULL, TRUE, FALSE, NULL);
+    probe.probe = CreateEventW(NULL, FALSE, FALSE, NULL);
+    probe.probed = CreateEventW(NULL, FALSE, FALSE, NULL);
+    probe.host.thread = CreateThread(NULL, 0, probe_host_thread, &probe, 0, NULL);
+    ok(WaitForSingleObject(probe.host.ready, 10000) == WAIT_OBJECT_0, "host did not start\n");
+    start_client(&client, &probe.host, COINIT_MULTITHREADED, TRUE);
+
+    probe_between_calls(&probe, "no call");
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+    probe_between_calls(&probe, "a call");
+
+    reject_calls = 1;
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == RPC_E_CALL_REJECTED, "a rejected call got %#lx\n", client.hr);
+    reject_calls = 0;
+    probe_between_calls(&probe, "a rejected call");
+
+    client_call(&client, CALL_FAULT);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(FAILED(client.hr), "a faulting call got %#lx\n", client.hr);
+    probe_between_calls(&probe, "a faulted call");
+
+    /* And calls go on as before. */
+    client_call(&client, CALL_QUICK);
+    ok(client_wait(&client, 10000), "the call did not return\n");
+    ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
+    ok(server.quick_call_context == S_OK, "CoGetCallContext in the method got %#lx\n", server.quick_call_context);
+    probe_between_calls(&probe, "a call after them");
+
+    stop_client(&client);
+    stop_host(&probe.host);
+    CloseHandle(probe.probe);
+    CloseHandle(probe.probed);
+}
+
 static void test_call_context_outside(void)
 {
     void *cancel;
@@ -1350,6 +1469,7 @@ START_TEST(cancelcall)
     test_message_filter_cancel(COINIT_MULTITHREADED);
     test_message_filter_cancel(COINIT_APARTMENTTHREADED);
     test_message_filter_swap();
+    test_no_reply_leaves_no_context();
 
     test_thread_exit_during_cancel();
 

@@ -63,6 +63,7 @@ BOOL pe_write_pointer(void **slot, void *value);
 struct wine_functions
 {
     /* combase's client channel */
+    HRESULT (WINAPI *GetBuffer)(IRpcChannelBuffer *, RPCOLEMESSAGE *, REFIID);
     HRESULT (WINAPI *SendReceive)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *);
     HRESULT (WINAPI *FreeBuffer)(IRpcChannelBuffer *, RPCOLEMESSAGE *);
     /* combase's imports */
@@ -265,7 +266,9 @@ void apiroute_get_status(struct cocancel_status *status);
 
 /* synccall.c */
 void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *));
+HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid);
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status);
+void synccall_thread_detach(void);
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg);
 
 /* asynccall.c */

@@ -12,6 +12,7 @@ static void wire_layers(void)
 {
     struct wine_functions hooks = { 0 };
 
+    hooks.GetBuffer = synccall_GetBuffer;
     hooks.SendReceive = synccall_SendReceive;
     hooks.FreeBuffer = synccall_FreeBuffer;
     hooks.I_RpcSendReceive = transport_I_RpcSendReceive;
@@ -66,6 +67,7 @@ BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
         break;
     case DLL_THREAD_DETACH:
         cancelobj_thread_detach();
+        synccall_thread_detach();
         runner_thread_detach();
         break;
     }

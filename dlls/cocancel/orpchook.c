@@ -4,7 +4,8 @@
  * Owns the engine's IChannelHook (CoRegisterChannelHook, a public mechanism
  * Wine implements).  On the client it tags every request with a call id
  * (client pid << 32 | sequence) in an ORPC extension, and keeps the id for
- * the SendReceive that follows on the same thread (orpchook_take_call_id).
+ * the channel's GetBuffer that is filling the request (orpchook_take_call_id;
+ * synccall.c notes it with the message).
  * On the server it installs, for the duration of each tagged method, a call
  * context answering ICancelMethodCalls, so that CoGetCallContext and
  * CoTestCancel work there; its TestCancel looks the id up in the client's
@@ -180,7 +181,7 @@ static void WINAPI orpc_ClientFillBuffer(IChannelHook *iface, REFGUID extension,
     data->version = 1;
     data->call_id = make_call_id(sequence);
     *size = sizeof(*data);
-    /* Picked up by the SendReceive that follows this GetBuffer on the same thread. */
+    /* Picked up by the GetBuffer this is part of, on return (synccall.c). */
     TlsSetValue(pending_call_tls, (void *)(ULONG_PTR)sequence);
     if (request_filled) request_filled(riid);
 }

@@ -2,8 +2,13 @@
  * The synchronous call policy: how a proxied call runs so that it can be
  * cancelled.
  *
- * Owns the replacements of the client channel's SendReceive and FreeBuffer
- * (winepatch.c applies them).  Every proxied call gets a cancel object on the
+ * Owns the replacements of the client channel's GetBuffer, SendReceive and
+ * FreeBuffer (winepatch.c applies them).  GetBuffer notes, for each request,
+ * what the channel hook and the transport learned while Wine built it (its
+ * call id, whether it goes through rpcrt4), and SendReceive takes the note
+ * of its own message: a call made between the two on the same thread (Wine's
+ * marshaling of a proxy argument calls IRemUnknown::RemAddRef there) has a
+ * note of its own.  Every proxied call gets a cancel object on the
  * calling thread's stack for its duration (CoGetCancelObject / CoCancelCall
  * find it).  Then:
  *
@@ -53,6 +58,24 @@ struct sync_call
     BOOL abandoned;
     struct sync_call *next_abandoned;
 };
+
+/* What was noted of the requests built on this thread and not sent yet, by Wine's state of each message. */
+struct request_note
+{
+    void *state;                    /* msg->reserved1, Wine's message state */
+    ULONGLONG call_id;
+    BOOL transport;
+};
+
+#define MAX_NOTES 8
+
+struct request_notes
+{
+    unsigned int count;
+    struct request_note note[MAX_NOTES];
+};
+
+static DWORD notes_tls = TLS_OUT_OF_INDEXES;
 
 static CRITICAL_SECTION abandoned_cs;
 static struct sync_call *abandoned_calls;
@@ -209,9 +232,10 @@ static BOOL caller_in_mta(void)
 
 /* Where the call runs, by what can cancel it. */
 static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status,
-                                        ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL cancellable)
+                                        ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport,
+                                        BOOL cancellable)
 {
-    BOOL mta = caller_in_mta(), transport = transport_request_uses_rpc(), wrapped;
+    BOOL mta = caller_in_mta(), wrapped;
     struct filter_wrapper *wrapper = mta ? NULL : msgfilter_wrap(cancel);
     HRESULT hr;
 
@@ -228,12 +252,76 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
     return hr;
 }
 
+HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid)
+{
+    HRESULT hr = wine_real.GetBuffer(iface, msg, riid);
+    DWORD error = GetLastError();
+    ULONGLONG call_id = orpchook_take_call_id();
+    struct request_notes *notes;
+
+    if (SUCCEEDED(hr) && call_id)
+    {
+        if (!(notes = TlsGetValue(notes_tls)) &&
+            (notes = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*notes))))
+            TlsSetValue(notes_tls, notes);
+        if (notes)
+        {
+            if (notes->count == MAX_NOTES)
+            {
+                WARN("more than %u requests built and not sent on this thread; the oldest is forgotten\n",
+                     MAX_NOTES);
+                memmove(notes->note, notes->note + 1, --notes->count * sizeof(notes->note[0]));
+            }
+            notes->note[notes->count].state = msg->reserved1;
+            notes->note[notes->count].call_id = call_id;
+            notes->note[notes->count].transport = transport_request_uses_rpc();
+            notes->count++;
+        }
+    }
+    SetLastError(error);
+    return hr;
+}
+
+/* Takes the note GetBuffer made of msg, if there is one. */
+static BOOL take_note(const RPCOLEMESSAGE *msg, struct request_note *found)
+{
+    struct request_notes *notes = TlsGetValue(notes_tls);
+    unsigned int i;
+
+    if (!notes) return FALSE;
+    for (i = notes->count; i--;)
+    {
+        if (notes->note[i].state != msg->reserved1) continue;
+        *found = notes->note[i];
+        memmove(notes->note + i, notes->note + i + 1, (--notes->count - i) * sizeof(notes->note[0]));
+        return TRUE;
+    }
+    return FALSE;
+}
+
+void synccall_thread_detach(void)
+{
+    if (notes_tls == TLS_OUT_OF_INDEXES) return;
+    HeapFree(GetProcessHeap(), 0, TlsGetValue(notes_tls));
+    TlsSetValue(notes_tls, NULL);
+}
+
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
 {
-    ULONGLONG call_id = orpchook_take_call_id();
+    struct request_note note = { NULL, 0, FALSE };
     ICancelMethodCalls *cancel;
+    ULONGLONG call_id;
     BOOL cancellable;
     HRESULT hr;
+
+    /* A request whose GetBuffer was not seen (made before the channel was
+     * patched) goes with what this thread noted last. */
+    if (!take_note(msg, &note))
+    {
+        note.call_id = orpchook_take_call_id();
+        note.transport = transport_request_uses_rpc();
+    }
+    call_id = note.call_id;
 
     /* The request of an asynchronous call is the call engine's. */
     if (async_route && async_route(iface, msg, status, call_id, &hr)) return hr;
@@ -245,7 +333,7 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
         ICancelMethodCalls_Release(cancel);
         return wine_real.SendReceive(iface, msg, status);
     }
-    hr = send_receive_cancellable(iface, msg, status, cancel, call_id, cancellable);
+    hr = send_receive_cancellable(iface, msg, status, cancel, call_id, note.transport, cancellable);
     cancelobj_pop(cancel);
     ICancelMethodCalls_Release(cancel);
     return hr;
@@ -254,7 +342,10 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
 {
     struct sync_call *call = NULL, **link;
+    struct request_note note;
 
+    /* A request freed without being sent (its marshaling failed). */
+    take_note(msg, &note);
     if (InterlockedCompareExchange(&abandoned_count, 0, 0))
     {
         EnterCriticalSection(&abandoned_cs);
@@ -283,5 +374,6 @@ void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, 
 
     if (combase) p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
     async_route = route;
+    notes_tls = TlsAlloc();
     InitializeCriticalSection(&abandoned_cs);
 }

@@ -6,7 +6,7 @@
  *
  *  - a winebuild stub of an unimplemented export, turned into a jump (the
  *    stub is decoded and the function name it carries read back first);
- *  - combase's client channel vtable: SendReceive and FreeBuffer (every slot
+ *  - combase's client channel vtable: GetBuffer, SendReceive and FreeBuffer (every slot
  *    must lie in combase and the object must answer as a channel);
  *  - combase's imports of rpcrt4!I_RpcSendReceive, I_RpcGetBuffer,
  *    RpcServerUnregisterIf, RpcRaiseException, kernel32!SetEvent,
@@ -254,10 +254,17 @@ void winepatch_channel(IRpcChannelBuffer *chan)
     }
     IRpcChannelBuffer_Release(same);
 
-    /* FreeBuffer first: it is ready for abandoned calls before any can exist. */
+    /* FreeBuffer first: it is ready for abandoned calls before any can exist;
+     * then GetBuffer, which notes what SendReceive needs of each request. */
     if (!replace_slot(vtbl, 5, (void *)hooks.FreeBuffer, (void **)&wine_real.FreeBuffer)) goto refuse;
+    if (!replace_slot(vtbl, 3, (void *)hooks.GetBuffer, (void **)&wine_real.GetBuffer))
+    {
+        pe_write_pointer(&vtbl[5], (void *)wine_real.FreeBuffer);
+        goto refuse;
+    }
     if (!replace_slot(vtbl, 4, (void *)hooks.SendReceive, (void **)&wine_real.SendReceive))
     {
+        pe_write_pointer(&vtbl[3], (void *)wine_real.GetBuffer);
         pe_write_pointer(&vtbl[5], (void *)wine_real.FreeBuffer);
         goto refuse;
     }

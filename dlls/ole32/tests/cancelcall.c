@@ -431,7 +431,8 @@ struct client
     BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
     BOOL scribble;              /* overwrites the stack its calls used once each returns */
     IUnknown *scope;            /* a cancel object the thread registers around each call */
-    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_FAULT, CALL_DISP_SLOW, CALL_DISP_ECHO, CALL_EXIT } what;
+    enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_FAULT, CALL_DISP_SLOW, CALL_DISP_SLOW_PROXY,
+           CALL_DISP_ECHO, CALL_EXIT } what;
     WCHAR echo[64], inout[64];  /* what a CALL_DISP_* call got back */
     HRESULT hr;
     DWORD elapsed;
@@ -452,9 +453,9 @@ static HRESULT dispatch_call(struct client *client)
     V_VT(&args[1]) = VT_BYREF | VT_BSTR;
     V_BSTRREF(&args[1]) = &inout;
     V_VT(&args[0]) = VT_UNKNOWN;
-    V_UNKNOWN(&args[0]) = (IUnknown *)&error_log;
+    V_UNKNOWN(&args[0]) = client->what == CALL_DISP_SLOW_PROXY ? (IUnknown *)client->proxy : (IUnknown *)&error_log;
     VariantInit(&result);
-    hr = IDispatch_Invoke(disp, client->what == CALL_DISP_SLOW ? DISPID_SLOW : DISPID_ECHO, &IID_NULL, 0,
+    hr = IDispatch_Invoke(disp, client->what == CALL_DISP_ECHO ? DISPID_ECHO : DISPID_SLOW, &IID_NULL, 0,
                           DISPATCH_METHOD, &params, &result, NULL, NULL);
     if (V_VT(&result) == VT_BSTR && V_BSTR(&result)) lstrcpynW(client->echo, V_BSTR(&result), ARRAY_SIZE(client->echo));
     if (inout) lstrcpynW(client->inout, inout, ARRAY_SIZE(client->inout));
@@ -506,7 +507,8 @@ static DWORD WINAPI client_thread(void *arg)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IStorage, &unk);
         else if (client->what == CALL_FAULT)
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IOleObject, &unk);
-        else if (client->what == CALL_DISP_SLOW || client->what == CALL_DISP_ECHO)
+        else if (client->what == CALL_DISP_SLOW || client->what == CALL_DISP_SLOW_PROXY ||
+                 client->what == CALL_DISP_ECHO)
             client->hr = dispatch_call(client);
         else
             client->hr = IClassFactory_CreateInstance(client->proxy, NULL, &IID_IPersist, &unk);
@@ -731,6 +733,44 @@ static void test_cancel_call(DWORD client_model, DWORD host_model, BOOL server_c
     ok(client.hr == S_FALSE, "got %#lx\n", client.hr);
     ok(server.quick_test_cancel == RPC_S_CALLPENDING, "got %#lx\n", server.quick_test_cancel);
 
+    stop_client(&client);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
+/*
+ * A proxy passed as an [in] argument is marshaled after the request's
+ * buffer is made; once the proxy has given away its public references
+ * that marshaling makes a call of its own (IRemUnknown::RemAddRef) before
+ * the request is sent.  The cancel still reaches the server every time.
+ */
+static void test_cancel_with_proxy_argument(DWORD client_model)
+{
+    struct client client;
+    struct host host;
+    unsigned int i, seen = 0;
+
+    winetest_push_context("%s client, proxy argument", model_name(client_model));
+    start_host(&host, client_model == COINIT_MULTITHREADED ? COINIT_APARTMENTTHREADED : COINIT_MULTITHREADED);
+    start_client(&client, &host, client_model, TRUE);
+    for (i = 0; i < 12; i++)
+    {
+        reset_server(TRUE);
+        client_call(&client, CALL_DISP_SLOW_PROXY);
+        if (WaitForSingleObject(server.in_call, 10000))
+        {
+            if (client_wait(&client, 0)) trace("call %u got %#lx\n", i, client.hr);
+            break;
+        }
+        ok(pCoCancelCall(client.tid, 0) == S_OK, "CoCancelCall failed\n");
+        ok(client_wait(&client, 10000), "the call did not return\n");
+        ok(client.hr == RPC_E_CALL_CANCELED, "call %u got %#lx\n", i, client.hr);
+        ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
+        if (server.test_cancel_last == RPC_E_CALL_CANCELED) seen++;
+        else trace("call %u: the server saw %#lx\n", i, server.test_cancel_last);
+    }
+    ok(i == 12, "call %u did not reach the server\n", i);
+    ok(seen == i, "the server saw %u of %u cancels\n", seen, i);
     stop_client(&client);
     stop_host(&host);
     winetest_pop_context();
@@ -1308,8 +1348,10 @@ static DWORD WINAPI hammer_thread(void *arg)
     {
         hr = pCoCancelCall(hammer->tid, 0);
         /* CO_E_CANCEL_DISABLED: the proxy's release as the thread ends,
-         * made after it disabled cancellation. */
-        if (hr != S_OK && hr != E_NOINTERFACE && hr != RPC_E_CALL_COMPLETE && hr != CO_E_CANCEL_DISABLED)
+         * made after it disabled cancellation; RPC_E_CALL_CANCELED: a call
+         * this thread cancelled already. */
+        if (hr != S_OK && hr != E_NOINTERFACE && hr != RPC_E_CALL_COMPLETE && hr != CO_E_CANCEL_DISABLED &&
+            hr != RPC_E_CALL_CANCELED)
         {
             hammer->last_unexpected = hr;
             InterlockedIncrement(&hammer->unexpected);
@@ -1461,6 +1503,8 @@ START_TEST(cancelcall)
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, TRUE);
     test_cancel_call(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED, FALSE);
     test_cancel_timeout();
+    test_cancel_with_proxy_argument(COINIT_MULTITHREADED);
+    test_cancel_with_proxy_argument(COINIT_APARTMENTTHREADED);
     test_repeated_cancel(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_repeated_cancel(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
     test_repeated_cancel(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);

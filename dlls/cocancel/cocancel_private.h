@@ -124,6 +124,8 @@ void winepatch_proxy_manager(IUnknown *manager);
 void winepatch_ndr_async(void);
 
 /* discovery.c */
+/* Does this thread hold the loader lock?  TRUE when that cannot be told. */
+BOOL discovery_holding_loader_lock(void);
 BOOL discovery_init(void);
 void discovery_start(void);
 void discovery_before_call(void);

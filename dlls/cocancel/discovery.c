@@ -388,7 +388,7 @@ static BYTE * __attribute__((noinline)) current_peb(void)
 #pragma GCC diagnostic pop
 
 /* Does this thread hold the loader lock (PEB->LoaderLock)?  TRUE when that cannot be told. */
-static BOOL holding_loader_lock(void)
+BOOL discovery_holding_loader_lock(void)
 {
 #ifdef _WIN64
     const SIZE_T offset = 0x110;
@@ -413,7 +413,7 @@ void discovery_before_call(void)
     if (*(volatile LONG *)&discovery_settled) return;
     if (TlsGetValue(discovery_tls)) return;
     discovery_start();
-    if (holding_loader_lock())
+    if (discovery_holding_loader_lock())
     {
         WARN("a proxied call under the loader lock: it is not cancellable\n");
         return;

@@ -195,10 +195,34 @@ BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase 
     return acquire_worker(run);
 }
 
+/*
+ * Withdraws a pool wait.  A callback still running may be inside the
+ * program's Signal, which may send this very thread a message: the thread
+ * takes sent messages while it waits for that callback (not under the
+ * loader lock, as at thread exit).
+ */
+static void end_pool_wait(HANDLE wait)
+{
+    HANDLE done = discovery_holding_loader_lock() ? NULL : CreateEventW(NULL, TRUE, FALSE, NULL);
+    MSG msg;
+
+    if (!done)
+    {
+        UnregisterWaitEx(wait, INVALID_HANDLE_VALUE);
+        return;
+    }
+    if (!UnregisterWaitEx(wait, done) && GetLastError() == ERROR_IO_PENDING)
+    {
+        while (MsgWaitForMultipleObjectsEx(1, &done, INFINITE, QS_SENDMESSAGE, 0) == WAIT_OBJECT_0 + 1)
+            PeekMessageW(&msg, NULL, 0, 0, PM_NOREMOVE | PM_QS_SENDMESSAGE);
+    }
+    CloseHandle(done);
+}
+
 /* The run is over (or never ran): its worker goes back and its owner frees it. */
 void runner_free(struct run *run)
 {
-    if (run->pool_wait) UnregisterWaitEx(run->pool_wait, INVALID_HANDLE_VALUE);
+    if (run->pool_wait) end_pool_wait(run->pool_wait);
     if (run->worker) release_worker(run);
     run->ops->destroy(run);
 }
@@ -210,7 +234,11 @@ static void note_reply(struct run *run, BOOL from_pool)
     else cc_run_set(&run->state, CC_RUN_REPLIED);
 }
 
-/* Thread pool: Wine's event for the parked run was signalled (and is taken). */
+/*
+ * Thread pool: Wine's event for the parked run was signalled (and is
+ * taken).  On a worker thread, not the pool's wait thread: the program's
+ * Signal may take its time without holding up the other waits.
+ */
 static void CALLBACK reply_arrived(void *arg, BOOLEAN timeout)
 {
     note_reply(arg, TRUE);
@@ -230,7 +258,7 @@ void runner_watch(struct run *run)
     if (cc_run_test(&run->state, CC_RUN_HAS_PARKED) && !cc_run_test(&run->state, CC_RUN_REPLIED) &&
         !run->pool_wait &&
         !RegisterWaitForSingleObject(&run->pool_wait, run->wine_event, reply_arrived, run, INFINITE,
-                                     WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD))
+                                     WT_EXECUTEONLYONCE))
     {
         ERR("cannot watch the reply of run %p\n", run);
         run->pool_wait = NULL;
@@ -246,7 +274,7 @@ void runner_unwatch(struct run *run)
     wait = run->pool_wait;
     run->pool_wait = NULL;
     LeaveCriticalSection(&runner_cs);
-    if (wait) UnregisterWaitEx(wait, INVALID_HANDLE_VALUE);
+    if (wait) end_pool_wait(wait);
 }
 
 /* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */

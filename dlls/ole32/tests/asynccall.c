@@ -1055,6 +1055,8 @@ struct outer
     BOOL release_in_signal;     /* Signal lets the call object go ... */
     HANDLE may_release;         /* ... once the test has let go of its pointers into it */
     HANDLE signal_returned;
+    HWND notify;                /* Signal sends this window (of the caller's thread) a message */
+    BOOL sent;                  /* ... and it was delivered */
 };
 
 static inline struct outer *outer_from_IUnknown(IUnknown *iface)
@@ -1121,6 +1123,12 @@ static HRESULT WINAPI outer_sync_Signal(ISynchronize *iface)
     IUnknown *inner;
 
     InterlockedIncrement(&outer->signals);
+    if (outer->notify)
+    {
+        DWORD_PTR result;
+
+        outer->sent = SendMessageTimeoutW(outer->notify, WM_USER, 0, 0, SMTO_NORMAL, 3000, &result) != 0;
+    }
     if (outer->release_in_signal && !WaitForSingleObject(outer->may_release, 5000) &&
         (inner = InterlockedExchangePointer((void **)&outer->inner, NULL)))
         IUnknown_Release(inner);
@@ -1218,6 +1226,52 @@ static void test_release_in_signal(ICcAsyncTest *proxy)
     CloseHandle(outer.signal_returned);
 }
 
+/*
+ * The outer object's Signal sends a message to a window of the thread that
+ * made the call, while that thread is busy: once the thread calls Finish_
+ * (or anything that waits for the reply's notification to end) it takes
+ * the message, and neither waits for the other.
+ */
+static void test_signal_sends_message(ICcAsyncTest *proxy)
+{
+    struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
+    AsyncICcAsyncTest *call;
+    ICallFactory *factory;
+    DWORD start, elapsed;
+    int sum = 0;
+    HRESULT hr;
+
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    if (FAILED(hr)) return;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
+    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
+    ICallFactory_Release(factory);
+    if (FAILED(hr)) return;
+    outer.notify = CreateWindowExW(0, L"static", NULL, 0, 0, 0, 0, 0, HWND_MESSAGE, NULL, NULL, NULL);
+    ok(outer.notify != NULL, "no window\n");
+    outer.signal_returned = CreateEventW(NULL, TRUE, FALSE, NULL);
+    hr = IUnknown_QueryInterface(&outer.IUnknown_iface, &IID_AsyncICcAsyncTest, (void **)&call);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    if (SUCCEEDED(hr) && outer.notify)
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 1, 2);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        /* The reply comes and Signal runs while this thread looks at no message. */
+        Sleep(500);
+        start = GetTickCount();
+        hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+        elapsed = GetTickCount() - start;
+        ok(hr == S_OK && sum == 3, "Finish_Add got %#lx, %d\n", hr, sum);
+        ok(elapsed < 2000, "Finish_ took %lu ms\n", elapsed);
+        ok(!WaitForSingleObject(outer.signal_returned, 5000), "Signal did not return\n");
+        ok(outer.sent, "the message Signal sent was not taken\n");
+        AsyncICcAsyncTest_Release(call);
+    }
+    IUnknown_Release(outer.inner);
+    if (outer.notify) DestroyWindow(outer.notify);
+    CloseHandle(outer.signal_returned);
+}
+
 struct client
 {
     DWORD model;
@@ -1248,6 +1302,7 @@ static DWORD WINAPI client_thread(void *arg)
         test_release_without_finish(proxy);
         test_aggregation(proxy);
         test_release_in_signal(proxy);
+        test_signal_sends_message(proxy);
         test_container_of_calls(proxy);
         test_dcom_async_client_call(proxy);
         test_uninitialize_outstanding(proxy);

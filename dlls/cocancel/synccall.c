@@ -242,7 +242,17 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
     wrapped = wrapper != NULL;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     if (cancellable || wrapped) cancelring_prepare();
-    if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
+    /*
+     * A call that only the message filter can cancel, and that goes through
+     * rpcrt4, runs as Wine runs it, on the caller's stack: the filter's
+     * PENDINGMSG_CANCELCALL aborts it in the transport, which ends Wine's
+     * wait.  (Every MFC program has a filter; most of its calls never see
+     * a cancel.)  A call posted to an STA of this process has no transport
+     * to abort, and keeps the fiber.
+     */
+    if (wrapped && !cancellable && transport)
+        hr = send_receive_inline(iface, msg, status, cancel, call_id, TRUE);
+    else if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
         TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)call_id, hr);
     else if (cancellable && mta)
         hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);

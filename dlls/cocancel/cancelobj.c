@@ -416,9 +416,17 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
 
     if ((status = cc_call_cancel(&object->call, seconds != 0)) != CC_OK)
         return hresult_from_status(status);
+    if (!seconds)
+    {
+        /* The caller is released first; the server is told and the transport
+         * aborted after, while the caller is on its way back. */
+        settle(object);
+        if (object->call_id) cancelring_publish(object->call_id);
+        if (object->call_id) transport_abort(object->call_id);
+        return S_OK;
+    }
     /* The server sees the request at once, whatever grace it is given. */
     if (object->call_id) cancelring_publish(object->call_id);
-    if (seconds)
     {
         /* Give the server its grace period; completion sets the event. */
         HANDLE event = settled_event(object);

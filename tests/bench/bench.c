@@ -239,6 +239,65 @@ static unsigned int run(const struct topology *topology, BOOL enable, int mode, 
     return client.done;
 }
 
+/*
+ * The floor of P1: another thread's SetEvent until an STA thread is back
+ * from CoWaitForMultipleHandles on that event (what any release of a
+ * waiting caller costs at least).
+ */
+struct floor_job
+{
+    HANDLE go, event, back;
+    unsigned int count;
+    double returned_at;
+};
+
+static DWORD WINAPI floor_thread(void *arg)
+{
+    struct floor_job *job = arg;
+    unsigned int i;
+    DWORD index;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    for (i = 0; i < job->count; i++)
+    {
+        SetEvent(job->go);
+        if (CoWaitForMultipleHandles(0, 10000, 1, &job->event, &index) != S_OK) break;
+        job->returned_at = now_us();
+        SetEvent(job->back);
+    }
+    CoUninitialize();
+    return 0;
+}
+
+static unsigned int measure_floor(unsigned int count, double *samples)
+{
+    struct floor_job job;
+    unsigned int i, n = 0;
+    HANDLE thread;
+    double set_at;
+
+    job.go = CreateEventW(NULL, FALSE, FALSE, NULL);
+    job.event = CreateEventW(NULL, FALSE, FALSE, NULL);
+    job.back = CreateEventW(NULL, FALSE, FALSE, NULL);
+    job.count = count;
+    thread = CreateThread(NULL, 0, floor_thread, &job, 0, NULL);
+    for (i = 0; i < count; i++)
+    {
+        if (WaitForSingleObject(job.go, 10000)) break;
+        Sleep(1);   /* the thread is in its wait */
+        set_at = now_us();
+        SetEvent(job.event);
+        if (WaitForSingleObject(job.back, 10000)) break;
+        samples[n++] = job.returned_at - set_at;
+    }
+    WaitForSingleObject(thread, 10000);
+    CloseHandle(thread);
+    CloseHandle(job.go);
+    CloseHandle(job.event);
+    CloseHandle(job.back);
+    return n;
+}
+
 static void register_server(void)
 {
     WCHAR key[128] = L"CLSID\\", exe[MAX_PATH], command[MAX_PATH + 32] = L"\"";
@@ -313,7 +372,14 @@ int main(int argc, char **argv)
             else printf("cancel\t%s\t0\t-\t-\n", topologies[i].name);
         }
     }
-    else fprintf(stderr, "usage: bench.exe calls | cancel N\n");
+    else if (argc > 2 && !strcmp(argv[1], "floor"))
+    {
+        count = min(atoi(argv[2]), (int)ARRAYSIZE(samples));
+        n = measure_floor(count, samples);
+        if (n) printf("floor\tSetEvent -> STA CoWait back\t%u\t%.1f\t%.1f\n", n, percentile(samples, n, 0.5),
+                      percentile(samples, n, 0.99));
+    }
+    else fprintf(stderr, "usage: bench.exe calls | cancel N | floor N\n");
     SetEvent(CreateEventW(NULL, TRUE, FALSE, L"cocancel_bench_quit"));
     unregister_server();
     return 0;

@@ -12,6 +12,7 @@
  *   syncobj.c                  CLSID_StdEvent, CLSID_SynchronizeContainer
  *   apiroute.c                 getting the API into programs
  *   msgfilter.c orpchook.c     the message-filter wrapper; the ORPC channel hook
+ *   uninit.c                   CoUninitialize finishes the thread's abandoned calls
  *   cancelobj.c runner.c       cancel objects and stacks; fibers and engine threads
  *   transport.c cancelring.c   the RPC transport; cancelled call ids across processes
  *   discovery.c                finding Wine's client channel
@@ -158,6 +159,10 @@ RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg);
 RPC_STATUS WINAPI transport_I_RpcGetBuffer(RPC_MESSAGE *msg);
 RPC_STATUS WINAPI transport_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type, UINT wait);
 
+/* uninit.c */
+void uninit_init(void);
+void uninit_watch_thread(void);
+
 /* orpchook.c */
 BOOL orpchook_init(void (*on_request_filled)(REFIID riid));
 BOOL WINAPI orpchook_SetEvent(HANDLE event);
@@ -209,7 +214,7 @@ struct thread_job
     void (*run)(struct thread_job *job);
 };
 
-BOOL runner_init(void);
+BOOL runner_init(void (*on_abandon)(void));
 void runner_thread_detach(void);
 struct run *runner_current(void);
 BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase phase, int flags);
@@ -221,6 +226,8 @@ void runner_unwatch(struct run *run);
 void runner_abandon(struct run *run);
 void runner_finish(struct run *run);
 void runner_reap(void);
+/* Finishes this thread's abandoned runs, waiting up to timeout ms for the replies still to come. */
+void runner_reap_wait(DWORD timeout);
 /* How many runs are abandoned and not finished yet (all threads). */
 DWORD runner_abandoned(void);
 HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);

@@ -50,7 +50,8 @@ static void process_attach(HINSTANCE instance)
 
     /* Worker fibers, call objects, ICallFactory on proxies. */
     asynccall_init();
-    if (!runner_init()) return;
+    uninit_init();
+    if (!runner_init(uninit_watch_thread)) return;
     winepatch_wait_imports();
     winepatch_proxy_factory();
     winepatch_ndr_async();

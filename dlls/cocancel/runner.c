@@ -38,6 +38,8 @@ static DWORD run_tls = TLS_OUT_OF_INDEXES;      /* the run on this thread's curr
 static DWORD fibers_tls = TLS_OUT_OF_INDEXES;   /* the thread's struct thread_fibers */
 static struct run *abandoned_runs;
 static LONG abandoned_count;
+/* Told on the owner's thread when a run is abandoned there (uninit.c). */
+static void (*abandon_hook)(void);
 
 struct worker_fiber
 {
@@ -287,6 +289,7 @@ void runner_abandon(struct run *run)
     abandoned_runs = run;
     InterlockedIncrement(&abandoned_count);
     LeaveCriticalSection(&runner_cs);
+    if (abandon_hook && run->owner_tid == GetCurrentThreadId()) abandon_hook();
 }
 
 /* Lets a parked run whose reply has arrived go to its end and frees it (its thread only). */
@@ -339,6 +342,34 @@ void runner_reap(void)
 
     if (!InterlockedCompareExchange(&abandoned_count, 0, 0)) return;
     while ((run = take_abandoned(tid, TRUE))) runner_finish(run);
+}
+
+/* Does this thread have abandoned runs? */
+static BOOL has_abandoned(DWORD tid)
+{
+    struct run *run;
+
+    EnterCriticalSection(&runner_cs);
+    for (run = abandoned_runs; run; run = run->next_abandoned) if (run->owner_tid == tid) break;
+    LeaveCriticalSection(&runner_cs);
+    return run != NULL;
+}
+
+void runner_reap_wait(DWORD timeout)
+{
+    DWORD start = GetTickCount(), tid = GetCurrentThreadId();
+
+    runner_reap();
+    while (has_abandoned(tid))
+    {
+        if (GetTickCount() - start >= timeout)
+        {
+            WARN("abandoned calls of thread %04lx still wait for their replies\n", tid);
+            return;
+        }
+        Sleep(5);
+        runner_reap();
+    }
 }
 
 /*
@@ -688,8 +719,9 @@ BOOL runner_submit_job(struct thread_job *job)
     return TRUE;
 }
 
-BOOL runner_init(void)
+BOOL runner_init(void (*on_abandon)(void))
 {
+    abandon_hook = on_abandon;
     InitializeCriticalSection(&runner_cs);
     InitializeSListHead(&job_queue);
     run_tls = TlsAlloc();

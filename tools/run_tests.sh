@@ -179,6 +179,26 @@ check "uninstall (per program)" setup uninstall
 snapshot "$logs/after-app"
 check "uninstall restores registry and files exactly (per program)" same_snapshot "$logs/before" "$logs/after-app"
 
+echo "== installed from the release tarball (make dist)"
+# Unpacked away from the source tree: its own setup command and binaries only.
+release=$(mktemp -d)
+tarball=$(ls "$B"/cocancel-*.tar.gz 2>/dev/null | head -n 1)
+check "release tarball built" test -n "$tarball"
+if [ -n "$tarball" ] && tar -C "$release" -xzf "$tarball"; then
+    dist=$(ls -d "$release"/cocancel-*)
+    check "release: setup --help documents install, uninstall and status" \
+        sh -c "sh '$dist/setup_cocancel.sh' --help | grep -q 'setup_cocancel.sh install' && sh '$dist/setup_cocancel.sh' --help | grep -q 'uninstall:' && sh '$dist/setup_cocancel.sh' --help | grep -q 'status:'"
+    check "install from the release (prefix-wide)" \
+        sh -c "WINE='$WINE' sh '$dist/setup_cocancel.sh' install > '$logs/release-setup.log' 2>&1"
+    check "release: the installed engine is the release's" cmp -s "$dist/x64/cocancel.dll" "$WINEPREFIX/drive_c/windows/system32/cocancel.dll"
+    run_winetest "release: route_getproc.exe" route_getproc.exe
+    run_winetest "release: cocancel_test.exe" cocancel_test.exe
+    check "uninstall (release)" sh -c "WINE='$WINE' sh '$dist/setup_cocancel.sh' uninstall > '$logs/release-setup.log' 2>&1"
+    snapshot "$logs/after-release"
+    check "uninstall restores registry and files exactly (release)" same_snapshot "$logs/before" "$logs/after-release"
+fi
+rm -rf "$release"
+
 echo "== launcher, no override"
 # The launcher puts the engine into the program it starts, not into the COM
 # servers that program makes Windows start, so the cross-process part of the

@@ -4,6 +4,7 @@
 #   setup_cocancel.sh install [--app NAME.exe] [--bindir DIR]
 #   setup_cocancel.sh uninstall
 #   setup_cocancel.sh status
+#   setup_cocancel.sh --help
 #
 # Acts on $WINEPREFIX (default ~/.wine), which must be an existing prefix.
 #
@@ -16,9 +17,14 @@
 # Everything it replaces is backed up in $WINEPREFIX/cocancel-backup, and
 # uninstall puts back exactly what was there: files byte for byte, registry
 # values and keys as they were (keys it created are removed).
+# uninstall: undoes install.  status: says whether cocancel is installed
+# in the prefix and what the install changed.
 #
-# --bindir is the build directory holding x86_64/ and i686/ (default: the
-# project's build/).  WINE may name the wine binary (default: wine).
+# --bindir is the directory holding the binaries: a build directory with
+# x86_64/ and i686/ (the project's build/ by default), or an unpacked
+# release with x64/ and x32/ (the script's own directory, found by itself).
+# WINE may name the wine binary (default: wine).  Needs only a POSIX shell
+# and Wine: no compiler, no Python.
 set -eu
 
 WINE=${WINE:-wine}
@@ -26,14 +32,24 @@ here=$(cd "$(dirname "$0")" && pwd)
 prefix=${WINEPREFIX:-$HOME/.wine}
 backup="$prefix/cocancel-backup"
 manifest="$backup/manifest"
-bindir="$here/../build"
+if [ -f "$here/x64/cocancel.dll" ]; then bindir=$here; else bindir="$here/../build"; fi
 override_value="native,builtin"
 
 die() { echo "setup_cocancel: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
+}
+
+help() {
+    sed -n '2,/^set -eu/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+}
+
+# Where the 64-bit and 32-bit binaries are under $bindir.
+arch_dirs() {
+    if [ -f "$bindir/x64/cocancel.dll" ]; then dir64=x64 dir32=x32; else dir64=x86_64 dir32=i686; fi
 }
 
 is_prefix() {
@@ -99,17 +115,18 @@ do_install() {
             *) usage ;;
         esac
     done
+    arch_dirs
     for f in cocancel.dll ole32.dll; do
-        [ -f "$bindir/x86_64/$f" ] || die "$bindir/x86_64/$f is missing: build first (make)"
+        [ -f "$bindir/$dir64/$f" ] || die "$bindir/$dir64/$f is missing: build first (make)"
     done
     mkdir -p "$backup"
     touch "$manifest"
 
-    install_file "$bindir/x86_64/cocancel.dll" system32
-    install_file "$bindir/x86_64/ole32.dll" system32
-    if [ -d "$prefix/drive_c/windows/syswow64" ] && [ -f "$bindir/i686/cocancel.dll" ] && [ -f "$bindir/i686/ole32.dll" ]; then
-        install_file "$bindir/i686/cocancel.dll" syswow64
-        install_file "$bindir/i686/ole32.dll" syswow64
+    install_file "$bindir/$dir64/cocancel.dll" system32
+    install_file "$bindir/$dir64/ole32.dll" system32
+    if [ -d "$prefix/drive_c/windows/syswow64" ] && [ -f "$bindir/$dir32/cocancel.dll" ] && [ -f "$bindir/$dir32/ole32.dll" ]; then
+        install_file "$bindir/$dir32/cocancel.dll" syswow64
+        install_file "$bindir/$dir32/ole32.dll" syswow64
     fi
 
     if [ -z "$apps" ]; then
@@ -185,6 +202,7 @@ do_status() {
 }
 
 [ $# -ge 1 ] || usage
+case "$1" in -h|--help|help) help ;; esac
 is_prefix "$prefix" || die "$prefix is not a Wine prefix (no system.reg/user.reg/drive_c); create it with 'wineboot -i' first"
 command=$1; shift
 case "$command" in

@@ -318,13 +318,23 @@ struct dll_notification_data
     ULONG size;
 };
 
-#define DLL_NOTIFICATION_LOADED 1
+#define DLL_NOTIFICATION_LOADED   1
+#define DLL_NOTIFICATION_UNLOADED 2
+
+/* Told of each DLL unloaded (main.c: asynccall.c forgets what it read from it). */
+static void (*unload_hook)(const void *base, SIZE_T size);
+
+void apiroute_on_unload(void (*hook)(const void *base, SIZE_T size))
+{
+    unload_hook = hook;
+}
 
 static void CALLBACK dll_notification(ULONG reason, const struct dll_notification_data *data, void *context)
 {
-    if (reason != DLL_NOTIFICATION_LOADED || !data) return;
+    if (!data) return;
     /* Runs under the loader lock, after the DLL's imports are bound and before its DllMain. */
-    handle_module(data->base);
+    if (reason == DLL_NOTIFICATION_LOADED) handle_module(data->base);
+    else if (reason == DLL_NOTIFICATION_UNLOADED && unload_hook) unload_hook(data->base, data->size);
 }
 
 static void *notification_cookie;

@@ -86,6 +86,7 @@ struct async_desc
 
 static SRWLOCK desc_lock = SRWLOCK_INIT;
 static struct async_desc *descs;
+static struct async_desc *retired_descs;    /* of unloaded DLLs: kept, never found again */
 
 static BOOL read_proc(const MIDL_STUBLESS_PROXY_INFO *info, unsigned int method, struct cc_fmt_proc *proc)
 {
@@ -179,6 +180,33 @@ refuse:
     HeapFree(GetProcessHeap(), 0, desc->methods);
     HeapFree(GetProcessHeap(), 0, desc);
     return NULL;
+}
+
+/*
+ * A DLL was unloaded: the descriptions read from its tables are keyed by
+ * addresses in it, which a DLL loaded later may reuse for other tables.
+ * They are taken out of the lookup (their memory stays: no call object of
+ * a proxy of that DLL can outlive it, COM keeps a proxy/stub DLL loaded
+ * while it has proxies, but nothing here relies on that).
+ */
+void asynccall_module_unloaded(const void *base, SIZE_T size)
+{
+    struct async_desc **link, *desc;
+
+    AcquireSRWLockExclusive(&desc_lock);
+    for (link = &descs; (desc = *link);)
+    {
+        if ((ULONG_PTR)desc->async_proxy - (ULONG_PTR)base >= size)
+        {
+            link = &desc->next;
+            continue;
+        }
+        TRACE("async interface %s: its DLL is unloaded\n", cc_debugstr_guid(&desc->async_iid));
+        *link = desc->next;
+        desc->next = retired_descs;
+        retired_descs = desc;
+    }
+    ReleaseSRWLockExclusive(&desc_lock);
 }
 
 /* ---------------------------------------------------------------------

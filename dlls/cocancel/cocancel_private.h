@@ -269,6 +269,7 @@ struct api_export
     void *function;
 };
 #define COCANCEL_API_EXPORTS 4
+void apiroute_on_unload(void (*hook)(const void *base, SIZE_T size));
 
 void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned int count);
 void apiroute_get_status(struct cocancel_status *status);
@@ -282,6 +283,7 @@ HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
 
 /* asynccall.c */
 void asynccall_init(void);
+void asynccall_module_unloaded(const void *base, SIZE_T size);
 void asynccall_request_filled(REFIID riid);
 BOOL asynccall_send_receive(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status, ULONGLONG call_id,
                             HRESULT *hr);

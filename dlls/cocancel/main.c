@@ -33,6 +33,7 @@ static void wire_layers(void)
 static void process_attach(HINSTANCE instance)
 {
     wire_layers();
+    apiroute_on_unload(asynccall_module_unloaded);
     cancelobj_init();
     api_init();
     apiroute_install(instance, api_exports, ARRAY_SIZE(api_exports));

@@ -1147,22 +1147,30 @@ static const ISynchronizeVtbl outer_sync_vtbl =
     outer_sync_Wait, outer_sync_Signal, outer_sync_Reset,
 };
 
+/* A call object aggregated by outer, its inner IUnknown in outer->inner. */
+static BOOL create_aggregated_call(ICcAsyncTest *proxy, struct outer *outer)
+{
+    ICallFactory *factory;
+    HRESULT hr;
+
+    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+    if (FAILED(hr)) return FALSE;
+    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer->IUnknown_iface, &IID_IUnknown, &outer->inner);
+    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
+    ICallFactory_Release(factory);
+    return SUCCEEDED(hr);
+}
+
 static void test_aggregation(ICcAsyncTest *proxy)
 {
     struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
     AsyncICcAsyncTest *call;
-    ICallFactory *factory;
     IUnknown *unk;
     DWORD start;
     int sum = 0;
     HRESULT hr;
 
-    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
-    if (FAILED(hr)) return;
-    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
-    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
-    ICallFactory_Release(factory);
-    if (FAILED(hr)) return;
+    if (!create_aggregated_call(proxy, &outer)) return;
     ok(outer.inner != &outer.IUnknown_iface, "got the outer object\n");
 
     hr = IUnknown_QueryInterface(&outer.IUnknown_iface, &IID_AsyncICcAsyncTest, (void **)&call);
@@ -1191,16 +1199,10 @@ static void test_release_in_signal(ICcAsyncTest *proxy)
 {
     struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
     AsyncICcAsyncTest *call;
-    ICallFactory *factory;
     DWORD start;
     HRESULT hr;
 
-    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
-    if (FAILED(hr)) return;
-    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
-    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
-    ICallFactory_Release(factory);
-    if (FAILED(hr)) return;
+    if (!create_aggregated_call(proxy, &outer)) return;
     outer.release_in_signal = TRUE;
     outer.may_release = CreateEventW(NULL, TRUE, FALSE, NULL);
     outer.signal_returned = CreateEventW(NULL, TRUE, FALSE, NULL);
@@ -1236,17 +1238,11 @@ static void test_signal_sends_message(ICcAsyncTest *proxy)
 {
     struct outer outer = { { &outer_vtbl }, { &outer_sync_vtbl }, 1, 0, NULL };
     AsyncICcAsyncTest *call;
-    ICallFactory *factory;
     DWORD start, elapsed;
     int sum = 0;
     HRESULT hr;
 
-    hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
-    if (FAILED(hr)) return;
-    hr = ICallFactory_CreateCall(factory, &IID_AsyncICcAsyncTest, &outer.IUnknown_iface, &IID_IUnknown, &outer.inner);
-    ok(hr == S_OK, "aggregated CreateCall got %#lx\n", hr);
-    ICallFactory_Release(factory);
-    if (FAILED(hr)) return;
+    if (!create_aggregated_call(proxy, &outer)) return;
     outer.notify = CreateWindowExW(0, L"static", NULL, 0, 0, 0, 0, 0, HWND_MESSAGE, NULL, NULL, NULL);
     ok(outer.notify != NULL, "no window\n");
     outer.signal_returned = CreateEventW(NULL, TRUE, FALSE, NULL);

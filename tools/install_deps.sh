@@ -4,7 +4,8 @@
 set -eu
 
 PACKAGES="wine wine64 wine64-tools gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 binutils-mingw-w64-x86-64 \
-binutils-mingw-w64-i686 libcmocka-dev pkg-config python3 make gcc"
+binutils-mingw-w64-i686 libcmocka-dev pkg-config python3 make gcc \
+flex bison autoconf perl xz-utils curl git"
 
 missing=""
 for p in $PACKAGES; do

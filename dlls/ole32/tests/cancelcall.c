@@ -1507,6 +1507,7 @@ START_TEST(cancelcall)
 {
     HMODULE ole32 = GetModuleHandleA("ole32.dll");
     WCHAR server_args[64];
+    BOOL available;
     char **argv;
     int argc = winetest_get_mainargs(&argv);
 
@@ -1514,9 +1515,12 @@ START_TEST(cancelcall)
     pCoTestCancel = (void *)GetProcAddress(ole32, "CoTestCancel");
     pCoGetCancelObject = (void *)GetProcAddress(ole32, "CoGetCancelObject");
     pCoSetCancelObject = (void *)GetProcAddress(ole32, "CoSetCancelObject");
-    if (!pCoCancelCall || !pCoTestCancel || !pCoGetCancelObject || !pCoSetCancelObject)
+    available = pCoCancelCall && pCoTestCancel && pCoGetCancelObject && pCoSetCancelObject;
+    /* Windows has it since Windows 2000; stock Wine's ole32 exports none of it. */
+    todo_wine_if(!available) ok(available, "the call-cancellation API is not available\n");
+    if (!available)
     {
-        win_skip("the call-cancellation API is not available\n");
+        skip("the call-cancellation API is not available\n");
         return;
     }
     /* The local servers: "server <tag>" and "dying <tag> <class>" (COM adds -Embedding). */

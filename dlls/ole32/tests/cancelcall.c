@@ -430,7 +430,6 @@ struct client
     BOOL exit_after_call;       /* the thread ends as soon as its call returns */
     BOOL keep_proxy;            /* ... without releasing its proxy (the host's CoUninitialize does) */
     BOOL scribble;              /* overwrites the stack its calls used once each returns */
-    unsigned int abandoned_after_uninit;   /* cocancel's abandoned calls right after the thread's CoUninitialize */
     IUnknown *scope;            /* a cancel object the thread registers around each call */
     enum { CALL_SLOW, CALL_QUICK, CALL_QUERY, CALL_DIE, CALL_FAULT, CALL_DISP_SLOW, CALL_DISP_SLOW_PROXY,
            CALL_DISP_ECHO, CALL_EXIT } what;
@@ -465,21 +464,6 @@ static HRESULT dispatch_call(struct client *client)
     SysFreeString(inout);
     IDispatch_Release(disp);
     return hr;
-}
-
-/* cocancel's count of the calls it still holds after their callers were released (~0u without cocancel). */
-static unsigned int engine_abandoned_calls(void)
-{
-    struct
-    {
-        DWORD size, routes, repaired_imports, refused_patches, abandoned_calls;
-    } status = { sizeof(status) };
-    HRESULT (WINAPI *pCocancelGetStatus)(void *);
-    HMODULE engine = GetModuleHandleA("cocancel.dll");
-
-    if (!engine || !(pCocancelGetStatus = (void *)GetProcAddress(engine, "CocancelGetStatus"))) return ~0u;
-    if (pCocancelGetStatus(&status) != S_OK) return ~0u;
-    return status.abandoned_calls;
 }
 
 /* Fills the stack below the caller with a pattern: whatever a finished call left there is gone. */
@@ -538,7 +522,6 @@ static DWORD WINAPI client_thread(void *arg)
     if (client->filter) CoRegisterMessageFilter(NULL, NULL);
     if (!client->keep_proxy) IClassFactory_Release(client->proxy);
     CoUninitialize();
-    client->abandoned_after_uninit = engine_abandoned_calls();
     return 0;
 }
 
@@ -795,10 +778,9 @@ static void test_cancel_with_proxy_argument(DWORD client_model)
 
 /*
  * A thread that was released from a call by a cancel and then leaves its
- * apartment without another call: the call (aborted in the RPC transport,
- * the server running on) is over for COM once CoUninitialize returns
- * (Wine's state of it freed, the apartment let go), not only at the
- * thread's next call or exit.
+ * apartment without another call, while the server runs on: CoUninitialize
+ * returns, and the server's late reply harms nobody.  (That cocancel has
+ * then finished with the call is checked by its own tests.)
  */
 static void test_uninitialize_after_cancel(void)
 {
@@ -816,10 +798,7 @@ static void test_uninitialize_after_cancel(void)
     ok(pCoCancelCall(client.tid, 0) == S_OK, "CoCancelCall failed\n");
     ok(client_wait(&client, 10000), "the call did not return\n");
     ok(client.hr == RPC_E_CALL_CANCELED, "got %#lx\n", client.hr);
-    client.abandoned_after_uninit = 0xdead;
     stop_client(&client);
-    ok(!client.abandoned_after_uninit || client.abandoned_after_uninit == ~0u,
-       "%u abandoned calls after CoUninitialize\n", client.abandoned_after_uninit);
     SetEvent(server.release);
     ok(WaitForSingleObject(server.done, 10000) == WAIT_OBJECT_0, "the server method did not end\n");
     stop_host(&host);

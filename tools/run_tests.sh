@@ -202,6 +202,29 @@ if [ -n "$tarball" ] && tar -C "$release" -xzf "$tarball"; then
 fi
 rm -rf "$release"
 
+echo "== installed with make install (PREFIX, DESTDIR)"
+staged=$(mktemp -d)
+if make -C "$top" -s install DESTDIR="$staged" PREFIX=/usr > "$logs/make-install.log" 2>&1; then
+    inst="$staged/usr"
+    check "make install: engine, carrier, launcher and import library in lib/cocancel/x64" \
+        sh -c "for f in cocancel.dll ole32.dll cocancel-run.exe libcocancel.a; do cmp -s '$B/x86_64/'\$f '$inst/lib/cocancel/x64/'\$f || exit 1; done"
+    check "make install: header, setup command and README" \
+        test -f "$inst/include/cocancel.h" -a -x "$inst/bin/setup_cocancel" -a -f "$inst/share/doc/cocancel/README.md"
+    check "install with the installed setup_cocancel (prefix-wide)" \
+        sh -c "WINE='$WINE' '$inst/bin/setup_cocancel' install > '$logs/make-install-setup.log' 2>&1"
+    check "make install: the prefix gets the installed engine" \
+        cmp -s "$inst/lib/cocancel/x64/cocancel.dll" "$WINEPREFIX/drive_c/windows/system32/cocancel.dll"
+    run_winetest "make install: route_getproc.exe" route_getproc.exe
+    check "uninstall (make install)" sh -c "WINE='$WINE' '$inst/bin/setup_cocancel' uninstall > '$logs/make-install-setup.log' 2>&1"
+    snapshot "$logs/after-make-install"
+    check "uninstall restores registry and files exactly (make install)" same_snapshot "$logs/before" "$logs/after-make-install"
+    make -C "$top" -s uninstall DESTDIR="$staged" PREFIX=/usr >> "$logs/make-install.log" 2>&1
+    check "make uninstall removes every installed file" test -z "$(find "$staged" -type f)"
+else
+    fail "make install DESTDIR=... PREFIX=/usr (see $logs/make-install.log)"
+fi
+rm -rf "$staged"
+
 echo "== launcher, no override"
 # The launcher puts the engine into the program it starts, not into the COM
 # servers that program makes Windows start, so the cross-process part of the

@@ -22,7 +22,8 @@
 #
 # --bindir is the directory holding the binaries: a build directory with
 # x86_64/ and i686/ (the project's build/ by default), or an unpacked
-# release with x64/ and x32/ (the script's own directory, found by itself).
+# release with x64/ and x32/ (the script's own directory, found by itself),
+# or PREFIX/lib/cocancel after "make install" (found by PREFIX/bin/setup_cocancel).
 # WINE may name the wine binary (default: wine).  Needs only a POSIX shell
 # and Wine: no compiler, no Python.
 set -eu
@@ -32,7 +33,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 prefix=${WINEPREFIX:-$HOME/.wine}
 backup="$prefix/cocancel-backup"
 manifest="$backup/manifest"
-if [ -f "$here/x64/cocancel.dll" ]; then bindir=$here; else bindir="$here/../build"; fi
+if [ -f "$here/x64/cocancel.dll" ]; then bindir=$here
+elif [ -f "$here/../lib/cocancel/x64/cocancel.dll" ]; then bindir="$here/../lib/cocancel"
+else bindir="$here/../build"; fi
 override_value="native,builtin"
 
 die() { echo "setup_cocancel: $*" >&2; exit 1; }
@@ -74,6 +77,21 @@ remember_value() {
     fi
 }
 
+# Keys every prefix has, that the install only ever adds below: never
+# recorded as created, never deleted, whatever a failed query said.
+system_key() {
+    case $(printf '%s\n' "$1" | tr '[:upper:]' '[:lower:]' | sed 's/^hkey_local_machine/hklm/; s/^hkey_current_user/hkcu/') in
+    hklm|hkcu|hklm\\software|hkcu\\software|hklm\\software\\classes|hklm\\software\\classes\\clsid|\
+    hklm\\software\\classes\\wow6432node|hklm\\software\\classes\\wow6432node\\clsid|hkcu\\software\\wine|\
+    hkcu\\software\\wine\\dlloverrides|hkcu\\software\\wine\\appdefaults) return 0 ;;
+    esac
+    return 1
+}
+
+# Whether a key is absent: asked twice, as one failed "reg query" must not
+# make a key look like ours to delete.
+reg_key_absent() { ! reg_key_exists "$1" && ! reg_key_exists "$1"; }
+
 # Records every key on the way to $1 that does not exist yet, outermost first.
 remember_keys() {
     key=$1 path=""
@@ -81,8 +99,8 @@ remember_keys() {
     for part in $key; do
         IFS=$old_ifs
         path=${path:+$path\\}$part
-        case "$path" in HKEY_CURRENT_USER|HKCU|HKEY_LOCAL_MACHINE|HKLM) continue ;; esac
-        if ! grep -q "^key	$path\$" "$manifest" 2>/dev/null && ! reg_key_exists "$path"; then
+        if system_key "$path"; then IFS='\'; continue; fi
+        if ! grep -q "^key	$path\$" "$manifest" 2>/dev/null && reg_key_absent "$path"; then
             printf 'key\t%s\n' "$path" >> "$manifest"
         fi
         IFS='\'
@@ -177,7 +195,7 @@ do_uninstall() {
     done < "$manifest"
     grep '^key	' "$manifest" | cut -f2 | awk '{ line[NR] = $0 } END { for (i = NR; i > 0; i--) print line[i] }' |
     while read -r key; do
-        "$WINE" reg delete "$key" /f >/dev/null 2>&1 || true
+        system_key "$key" || "$WINE" reg delete "$key" /f >/dev/null 2>&1 || true
     done
     while IFS='	' read -r kind a b rest; do
         [ "$kind" = file ] || continue

@@ -103,6 +103,28 @@ run_test() { # LABEL TEST
     failed=$((failed + run_bad))
 }
 
+# Runs every test once, prints a line per test and the totals, and checks
+# what the mode promises: on stock Wine each test whose subject Wine lacks
+# shows it as a todo or a skip; with cocancel nothing is left todo.
+run_all() { # MODE TITLE
+    t0=$(date +%s)
+    total_ok=0 total_todo=0 total_skip=0 total_bad=0
+    for t in $TESTS; do
+        run_test "$1 $t" "$t"
+        printf '%-12s %4d passed, %3d todo, %2d skipped, %d failed\n' "$t" "$run_ok" "$run_todo" "$run_skip" "$run_bad"
+        total_ok=$((total_ok + run_ok)) total_todo=$((total_todo + run_todo))
+        total_skip=$((total_skip + run_skip)) total_bad=$((total_bad + run_bad))
+        if [ "$1" = stock ]; then
+            case " $GAP_TESTS " in
+            *" $t "*) if [ $((run_todo + run_skip)) -gt 0 ]; then pass "stock Wine: $t shows what Wine lacks as todo or skip"
+                      else fail "stock Wine: $t reports nothing missing"; fi ;;
+            esac
+        elif [ "$run_todo" -eq 0 ]; then pass "cocancel: $t has nothing left todo"
+        else fail "cocancel: $t still has $run_todo todo checks"; fi
+    done
+    echo "$2: $total_ok passed, $total_todo todo, $total_skip skipped, $total_bad failed ($(( $(date +%s) - t0 )) s)"
+}
+
 run_both() { # EXE
     export WINEPREFIX="$work/prefix"
     export WINEDEBUG=-all
@@ -115,19 +137,7 @@ run_both() { # EXE
     cp "$1" "$WINEPREFIX/drive_c/wttests/ole32_test.exe"
 
     echo "== Wine's build of the tests, stock Wine"
-    t0=$(date +%s)
-    total_ok=0 total_todo=0 total_skip=0 total_bad=0
-    for t in $TESTS; do
-        run_test "stock $t" "$t"
-        printf '%-12s %4d passed, %3d todo, %2d skipped, %d failed\n' "$t" "$run_ok" "$run_todo" "$run_skip" "$run_bad"
-        total_ok=$((total_ok + run_ok)) total_todo=$((total_todo + run_todo))
-        total_skip=$((total_skip + run_skip)) total_bad=$((total_bad + run_bad))
-        case " $GAP_TESTS " in
-        *" $t "*) if [ $((run_todo + run_skip)) -gt 0 ]; then pass "stock Wine: $t shows what Wine lacks as todo or skip"
-                  else fail "stock Wine: $t reports nothing missing"; fi ;;
-        esac
-    done
-    echo "stock Wine: $total_ok passed, $total_todo todo, $total_skip skipped, $total_bad failed ($(( $(date +%s) - t0 )) s)"
+    run_all stock "stock Wine"
 
     echo "== Wine's build of the tests, cocancel installed prefix-wide"
     if WINE="$WINE" sh "$top/tools/setup_cocancel.sh" install > "$logs/setup.log" 2>&1; then
@@ -136,17 +146,7 @@ run_both() { # EXE
         fail "cocancel install (see $logs/setup.log)"
         return 1
     fi
-    t0=$(date +%s)
-    total_ok=0 total_todo=0 total_skip=0 total_bad=0
-    for t in $TESTS; do
-        run_test "cocancel $t" "$t"
-        printf '%-12s %4d passed, %3d todo, %2d skipped, %d failed\n' "$t" "$run_ok" "$run_todo" "$run_skip" "$run_bad"
-        total_ok=$((total_ok + run_ok)) total_todo=$((total_todo + run_todo))
-        total_skip=$((total_skip + run_skip)) total_bad=$((total_bad + run_bad))
-        if [ "$run_todo" -eq 0 ]; then pass "cocancel: $t has nothing left todo"
-        else fail "cocancel: $t still has $run_todo todo checks"; fi
-    done
-    echo "with cocancel: $total_ok passed, $total_todo todo, $total_skip skipped, $total_bad failed ($(( $(date +%s) - t0 )) s)"
+    run_all cocancel "with cocancel"
     "$WINESERVER" -k > /dev/null 2>&1
 }
 

@@ -182,6 +182,22 @@ check "uninstall (per program)" setup uninstall
 snapshot "$logs/after-app"
 check "uninstall restores registry and files exactly (per program)" same_snapshot "$logs/before" "$logs/after-app"
 
+# Installs the prefix prefix-wide with SETUP (a setup command installed
+# somewhere), checks that it got ENGINE, runs the programs, uninstalls and
+# compares the prefix with its state before.
+install_run_uninstall() { # TAG SETUP ENGINE PROGRAM...
+    inst_tag=$1 inst_setup=$2 inst_engine=$3
+    shift 3
+    check "$inst_tag: install (prefix-wide)" \
+        sh -c "WINE='$WINE' sh '$inst_setup' install > '$logs/$inst_tag-setup.log' 2>&1"
+    check "$inst_tag: the prefix gets this install's engine" \
+        cmp -s "$inst_engine" "$WINEPREFIX/drive_c/windows/system32/cocancel.dll"
+    for inst_exe in "$@"; do run_winetest "$inst_tag: $inst_exe" "$inst_exe"; done
+    check "$inst_tag: uninstall" sh -c "WINE='$WINE' sh '$inst_setup' uninstall > '$logs/$inst_tag-setup.log' 2>&1"
+    snapshot "$logs/after-$inst_tag"
+    check "$inst_tag: uninstall restores registry and files exactly" same_snapshot "$logs/before" "$logs/after-$inst_tag"
+}
+
 echo "== installed from the release tarball (make dist)"
 # Unpacked away from the source tree: its own setup command and binaries only.
 release=$(mktemp -d)
@@ -191,14 +207,7 @@ if [ -n "$tarball" ] && tar -C "$release" -xzf "$tarball"; then
     dist=$(ls -d "$release"/cocancel-*)
     check "release: setup --help documents install, uninstall and status" \
         sh -c "sh '$dist/setup_cocancel.sh' --help | grep -q 'setup_cocancel.sh install' && sh '$dist/setup_cocancel.sh' --help | grep -q 'uninstall:' && sh '$dist/setup_cocancel.sh' --help | grep -q 'status:'"
-    check "install from the release (prefix-wide)" \
-        sh -c "WINE='$WINE' sh '$dist/setup_cocancel.sh' install > '$logs/release-setup.log' 2>&1"
-    check "release: the installed engine is the release's" cmp -s "$dist/x64/cocancel.dll" "$WINEPREFIX/drive_c/windows/system32/cocancel.dll"
-    run_winetest "release: route_getproc.exe" route_getproc.exe
-    run_winetest "release: cocancel_test.exe" cocancel_test.exe
-    check "uninstall (release)" sh -c "WINE='$WINE' sh '$dist/setup_cocancel.sh' uninstall > '$logs/release-setup.log' 2>&1"
-    snapshot "$logs/after-release"
-    check "uninstall restores registry and files exactly (release)" same_snapshot "$logs/before" "$logs/after-release"
+    install_run_uninstall release "$dist/setup_cocancel.sh" "$dist/x64/cocancel.dll" route_getproc.exe cocancel_test.exe
 fi
 rm -rf "$release"
 
@@ -210,14 +219,7 @@ if make -C "$top" -s install DESTDIR="$staged" PREFIX=/usr > "$logs/make-install
         sh -c "for f in cocancel.dll ole32.dll cocancel-run.exe libcocancel.a; do cmp -s '$B/x86_64/'\$f '$inst/lib/cocancel/x64/'\$f || exit 1; done"
     check "make install: header, setup command and README" \
         test -f "$inst/include/cocancel.h" -a -x "$inst/bin/setup_cocancel" -a -f "$inst/share/doc/cocancel/README.md"
-    check "install with the installed setup_cocancel (prefix-wide)" \
-        sh -c "WINE='$WINE' '$inst/bin/setup_cocancel' install > '$logs/make-install-setup.log' 2>&1"
-    check "make install: the prefix gets the installed engine" \
-        cmp -s "$inst/lib/cocancel/x64/cocancel.dll" "$WINEPREFIX/drive_c/windows/system32/cocancel.dll"
-    run_winetest "make install: route_getproc.exe" route_getproc.exe
-    check "uninstall (make install)" sh -c "WINE='$WINE' '$inst/bin/setup_cocancel' uninstall > '$logs/make-install-setup.log' 2>&1"
-    snapshot "$logs/after-make-install"
-    check "uninstall restores registry and files exactly (make install)" same_snapshot "$logs/before" "$logs/after-make-install"
+    install_run_uninstall make-install "$inst/bin/setup_cocancel" "$inst/lib/cocancel/x64/cocancel.dll" route_getproc.exe
     make -C "$top" -s uninstall DESTDIR="$staged" PREFIX=/usr >> "$logs/make-install.log" 2>&1
     check "make uninstall removes every installed file" test -z "$(find "$staged" -type f)"
 else

@@ -147,6 +147,7 @@ struct transport_call
     ULONGLONG call_id;
     HANDLE thread;          /* the pool thread in I_RpcSendReceive, while it is there */
     BOOL entered, left;
+    BOOL receiving;         /* sent; waiting in I_RpcReceive (only then may it be aborted) */
 };
 
 void transport_init(void);

@@ -15,6 +15,9 @@
 
 static DWORD transport_tls = TLS_OUT_OF_INDEXES;     /* the call being built goes through rpcrt4 */
 
+/* Wine's rpcrt4 takes one argument here, where the SDK declares two. */
+static RPC_STATUS (WINAPI *pI_RpcReceive)(RPC_MESSAGE *);
+
 /* A new request is being built on this thread (the channel hook's ClientGetSize). */
 void transport_new_request(void)
 {
@@ -76,6 +79,33 @@ static void keep_spare_connection(const RPC_MESSAGE *msg)
     I_RpcFreeBuffer(&spare);
 }
 
+/*
+ * A watched call is sent and received in two steps, as rpcrt4's own
+ * I_RpcSendReceive does it (I_RpcSend, I_RpcReceive, and on success the
+ * request buffer freed), so that aborts reach only the wait for the reply.
+ * An abort that lands in I_RpcSend fails the write, and rpcrt4 then retries
+ * on another connection of the association, binding a new one when the
+ * pool is empty; the next abort then fails that bind, which leaves the
+ * association counting a connection it does not have and offering an
+ * association group the server has dropped: every later call of the proxy
+ * failed with RPC_S_CALL_FAILED_DNE (syncstress, STA client and MTA
+ * server, about one run in ten).  I_RpcReceive only reads, and on failure
+ * closes its connection.
+ */
+static RPC_STATUS watched_send_receive(struct transport_call *call, RPC_MESSAGE *msg)
+{
+    void *request = msg->Buffer;
+    RPC_STATUS status;
+
+    if (!pI_RpcReceive) return wine_real.I_RpcSendReceive(msg);
+    if ((status = I_RpcSend(msg))) return status;
+    EnterCriticalSection(&transport_cs);
+    call->receiving = TRUE;
+    LeaveCriticalSection(&transport_cs);
+    if (!(status = pI_RpcReceive(msg))) I_RpcFree(request);
+    return status;
+}
+
 RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg)
 {
     struct transport_call *call = NULL;
@@ -103,15 +133,14 @@ RPC_STATUS WINAPI transport_I_RpcSendReceive(RPC_MESSAGE *msg)
         else call = NULL;
         LeaveCriticalSection(&transport_cs);
     }
-    status = wine_real.I_RpcSendReceive(msg);
-    if (call)
-    {
-        EnterCriticalSection(&transport_cs);
-        call->thread = NULL;
-        call->left = TRUE;
-        LeaveCriticalSection(&transport_cs);
-        CloseHandle(thread);
-    }
+    if (!call) return wine_real.I_RpcSendReceive(msg);
+    status = watched_send_receive(call, msg);
+    EnterCriticalSection(&transport_cs);
+    call->thread = NULL;
+    call->receiving = FALSE;
+    call->left = TRUE;
+    LeaveCriticalSection(&transport_cs);
+    CloseHandle(thread);
     return status;
 }
 
@@ -163,7 +192,7 @@ static BOOL abort_attempt(ULONGLONG call_id, unsigned int attempt)
     if (call && !call->left && (call->entered || attempt < 50))
     {
         pending = TRUE;
-        if (call->thread) RpcCancelThread(call->thread);
+        if (call->thread && call->receiving) RpcCancelThread(call->thread);
     }
     LeaveCriticalSection(&transport_cs);
     return pending;
@@ -231,6 +260,7 @@ RPC_STATUS WINAPI transport_RpcServerUnregisterIf(RPC_IF_HANDLE spec, UUID *type
 
 void transport_init(void)
 {
+    pI_RpcReceive = (void *)GetProcAddress(GetModuleHandleW(L"rpcrt4.dll"), "I_RpcReceive");
     transport_tls = TlsAlloc();
     InitializeCriticalSection(&transport_cs);
 }

@@ -36,6 +36,22 @@ extern "C" {
 #define COCANCEL_ROUTE_CHANNEL       0x0040 /* proxied calls are intercepted (cancellable) */
 #define COCANCEL_ROUTE_ASYNC         0x0080 /* proxies answer ICallFactory (asynchronous calls) */
 
+/*
+ * Bits of CocancelGetStatus()'s patch_points: the places in Wine the engine
+ * changed after checking that they are what it expects.  A place that
+ * differs (another Wine version) is left alone and counted in
+ * refused_patches, with a warn+cocancel line saying what stays off.
+ */
+#define COCANCEL_PATCH_CHANNEL      0x0001 /* combase's client channel vtable: calls are cancellable */
+#define COCANCEL_PATCH_TRANSPORT    0x0002 /* combase's import of I_RpcSendReceive: aborts in the transport */
+#define COCANCEL_PATCH_GETBUFFER    0x0004 /* combase's import of I_RpcGetBuffer: MTA calls stay on their thread */
+#define COCANCEL_PATCH_UNREGISTER   0x0008 /* combase's import of RpcServerUnregisterIf */
+#define COCANCEL_PATCH_WAITS        0x0010 /* combase's wait imports: Begin_ returns before the reply */
+#define COCANCEL_PATCH_FACTORY      0x0020 /* rpcrt4's standard proxy factory vtable */
+#define COCANCEL_PATCH_MANAGER      0x0040 /* combase's proxy manager vtable: ICallFactory on proxies */
+#define COCANCEL_PATCH_NDR_ASYNC    0x0080 /* rpcrt4's NdrDcomAsyncClientCall stub (x86_64) */
+#define COCANCEL_PATCH_DISPATCH     0x0100 /* combase's imports that end an incoming call */
+
 struct cocancel_status
 {
     DWORD size;              /* set to sizeof(struct cocancel_status) before the call */
@@ -45,10 +61,13 @@ struct cocancel_status
     /* Since version 2 of the structure (a size of 16 bytes is version 1): */
     DWORD abandoned_calls;   /* calls whose caller was let go (cancelled, or released without Finish_)
                                 and whose reply the engine has not finished with yet */
+    /* Since version 3 (a size of 20 bytes is version 2): */
+    DWORD patch_points;      /* COCANCEL_PATCH_* applied so far (some wait for the first proxied call) */
 };
 #define COCANCEL_STATUS_V1_SIZE 16
+#define COCANCEL_STATUS_V2_SIZE 20
 
-/* E_INVALIDARG for NULL or a size that is neither version's. */
+/* E_INVALIDARG for NULL or a size that is no version's. */
 HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status);
 
 /*

@@ -1,8 +1,16 @@
 #!/bin/sh
 # Shows the same unmodified program on stock Wine and with cocancel, in a
-# throwaway prefix that is deleted afterwards.
+# throwaway prefix that is deleted afterwards.  Runs from the source tree
+# (tools/run_demo.sh, after make) and from an unpacked release (./demo.sh,
+# which needs nothing but Wine).  Exits 0 when the demo's call was cancelled.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -f "$here/setup_cocancel.sh" ] && [ -f "$here/x64/demo.exe" ]; then
+    bin="$here/x64" setup="$here/setup_cocancel.sh"
+else
+    top=$(cd "$here/.." && pwd)
+    bin="$top/build/x86_64" setup="$top/tools/setup_cocancel.sh"
+fi
 WINE=${WINE:-wine}
 WINESERVER=${WINESERVER:-wineserver}
 export WINEPREFIX="$(mktemp -d /tmp/cocancel-demo.XXXXXX)/prefix"
@@ -14,7 +22,7 @@ echo "Creating a throwaway Wine prefix in $WINEPREFIX ..."
 timeout 300 "$WINE" wineboot -i >/dev/null 2>&1
 "$WINESERVER" -w
 mkdir -p "$WINEPREFIX/drive_c/demo"
-cp "$top/build/x86_64/demo.exe" "$top/build/x86_64/asyncdemo.exe" "$WINEPREFIX/drive_c/demo/"
+cp "$bin/demo.exe" "$bin/asyncdemo.exe" "$WINEPREFIX/drive_c/demo/"
 cd "$WINEPREFIX/drive_c/demo"
 
 echo
@@ -23,14 +31,14 @@ timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r' | grep -v '^ *$' | head -n 4
 echo "   (the program is killed: Wine's ole32 lacks the cancellation API)"
 
 echo
-echo "=== 2. the same program with cocancel installed (tools/setup_cocancel.sh install) ==="
-sh "$top/tools/setup_cocancel.sh" install >/dev/null
+echo "=== 2. the same program with cocancel installed (setup_cocancel.sh install) ==="
+sh "$setup" install >/dev/null
 timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r'
 rc=$?
 echo
 timeout 60 "$WINE" asyncdemo.exe 2>&1 | tr -d '\r'
 [ $rc -eq 0 ] && rc=$?
-sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
+sh "$setup" uninstall >/dev/null
 echo
 echo "The prefix is deleted on exit."
 exit $rc

@@ -149,14 +149,16 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
 {
     DWORD applied = winepatch_applied();
 
-    if (!status || (status->size != sizeof(*status) && status->size != COCANCEL_STATUS_V1_SIZE))
+    if (!status || (status->size != sizeof(*status) && status->size != COCANCEL_STATUS_V1_SIZE &&
+                    status->size != COCANCEL_STATUS_V2_SIZE))
         return E_INVALIDARG;
     status->routes = 0;
     apiroute_get_status(status);
     if (applied & WINEPATCH_CHANNEL) status->routes |= COCANCEL_ROUTE_CHANNEL;
     if ((applied & WINEPATCH_FACTORY) && (applied & WINEPATCH_MANAGER)) status->routes |= COCANCEL_ROUTE_ASYNC;
     status->refused_patches = winepatch_refused();
-    if (status->size >= sizeof(*status)) status->abandoned_calls = runner_abandoned();
+    if (status->size >= COCANCEL_STATUS_V2_SIZE) status->abandoned_calls = runner_abandoned();
+    if (status->size >= sizeof(*status)) status->patch_points = applied;
     return S_OK;
 }
 

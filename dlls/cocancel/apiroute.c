@@ -58,7 +58,7 @@ static void patch_combase(HMODULE combase)
 
     for (i = 0; i < routed_count; i++)
     {
-        switch (winepatch_stub(combase, routed_api[i].name, routed_api[i].function))
+        switch (winepatch_stub(WINEPATCH_API_STUBS, combase, routed_api[i].name, routed_api[i].function))
         {
         case STUB_PATCHED:
             route_add(COCANCEL_ROUTE_COMBASE_STUBS);
@@ -268,10 +268,33 @@ static BOOL is_loader_stub(const BYTE *code, const char *dll, const char *name)
     memcpy(&str, code + 12, sizeof(str));
     return pe_string_equals(str, name, FALSE);
 }
-#else  /* i386: the loader stub layout was not verified. */
+#else
+/*
+ * The i386 loader (Wine 10.0 under WoW64) binds such an import to a 15-byte
+ * stub in private memory that calls ntdll's handler with the two names:
+ *   68 imm32(name)     push function name
+ *   68 imm32(dll)      push dll name
+ *   e8 rel32           call handler (in ntdll)
+ */
 static BOOL is_loader_stub(const BYTE *code, const char *dll, const char *name)
 {
-    return FALSE;
+    MEMORY_BASIC_INFORMATION info;
+    HMODULE handler_module = NULL;
+    const char *str;
+    INT32 rel;
+
+    if (!pe_readable(code, 15)) return FALSE;
+    if (!VirtualQuery(code, &info, sizeof(info)) || info.Type != MEM_PRIVATE) return FALSE;
+    if (code[0] != 0x68 || code[5] != 0x68 || code[10] != 0xe8) return FALSE;
+    memcpy(&rel, code + 11, sizeof(rel));
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            (const WCHAR *)(code + 15 + rel), &handler_module) ||
+        handler_module != GetModuleHandleW(L"ntdll.dll"))
+        return FALSE;
+    memcpy(&str, code + 6, sizeof(str));
+    if (!pe_string_equals(str, dll, TRUE)) return FALSE;
+    memcpy(&str, code + 1, sizeof(str));
+    return pe_string_equals(str, name, FALSE);
 }
 #endif
 

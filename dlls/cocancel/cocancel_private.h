@@ -85,15 +85,20 @@ struct wine_functions
 /* Wine's originals, each valid once its patch point is applied (winepatch_applied). */
 extern struct wine_functions wine_real;
 
-#define WINEPATCH_CHANNEL    0x0001
-#define WINEPATCH_TRANSPORT  0x0002
-#define WINEPATCH_GETBUFFER  0x0004
-#define WINEPATCH_UNREGISTER 0x0008
-#define WINEPATCH_WAITS      0x0010
-#define WINEPATCH_FACTORY    0x0020
-#define WINEPATCH_MANAGER    0x0040
-#define WINEPATCH_NDR_ASYNC  0x0080
-#define WINEPATCH_DISPATCH   0x0100
+#define WINEPATCH_CHANNEL    COCANCEL_PATCH_CHANNEL
+#define WINEPATCH_TRANSPORT  COCANCEL_PATCH_TRANSPORT
+#define WINEPATCH_GETBUFFER  COCANCEL_PATCH_GETBUFFER
+#define WINEPATCH_UNREGISTER COCANCEL_PATCH_UNREGISTER
+#define WINEPATCH_WAITS      COCANCEL_PATCH_WAITS
+#define WINEPATCH_FACTORY    COCANCEL_PATCH_FACTORY
+#define WINEPATCH_MANAGER    COCANCEL_PATCH_MANAGER
+#define WINEPATCH_NDR_ASYNC  COCANCEL_PATCH_NDR_ASYNC
+#define WINEPATCH_DISPATCH   COCANCEL_PATCH_DISPATCH
+/* Not a patch point of its own: combase's stubs of the API (apiroute.c). */
+#define WINEPATCH_API_STUBS  0x10000
+
+/* The module whose contents a patch point checks (see winepatch_init). */
+HMODULE winepatch_module(DWORD point, const WCHAR *name);
 
 #ifdef __x86_64__
 #define WINEPATCH_JUMP_SIZE 14
@@ -115,7 +120,7 @@ DWORD winepatch_refused(void);
 void winepatch_refuse(const char *what, const void *where);
 void winepatch_make_jump(BYTE *code, const void *target);
 BOOL winepatch_is_jump_to(const BYTE *code, const void *target);
-enum stub_result winepatch_stub(HMODULE module, const char *name, void *function);
+enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, void *function);
 void winepatch_channel(IRpcChannelBuffer *chan);
 void winepatch_transport_imports(void);
 void winepatch_dispatch_imports(void);

@@ -37,14 +37,9 @@ static void process_attach(HINSTANCE instance)
     cancelobj_init();
     api_init();
     apiroute_install(instance, api_exports, ARRAY_SIZE(api_exports));
-#ifndef __x86_64__
-    /* Only what has run on i386 is switched on there: the API, cancel objects
-     * and the export graft.  No 32-bit Wine can run on the machines this
-     * project is tested on, so the channel, the transport, fibers and call
-     * objects stay off (CocancelGetStatus shows no channel or async route). */
-    TRACE("i386: proxied calls are not intercepted\n");
-    return;
-#endif
+    /* On i386 everything below has run under Wine 10.0's WoW64 (make
+     * check-matrix, column wow64); only NdrDcomAsyncClientCall is taken over
+     * on x86_64 alone (see wire_layers). */
     if (!GetModuleHandleW(L"combase.dll")) return;
 
     /* Proxied calls: the channel hook, the transport, the channel itself (found by discovery). */

@@ -36,9 +36,60 @@ static SRWLOCK patch_lock = SRWLOCK_INIT;
 static LONG applied;
 static LONG refused;
 
+/*
+ * COCANCEL_TEST_MISMATCH (a test knob, documented in the README) names
+ * patch points, comma-separated, whose checks look at ntdll instead of the
+ * module they expect: each then finds what another Wine version might give
+ * it (a vtable outside combase, an import that is not there, an export that
+ * is not the stub) and goes through its real refusal.
+ */
+static DWORD forced_mismatch;
+
+static const struct
+{
+    const char *name;
+    DWORD point;
+}
+point_names[] =
+{
+    { "channel", WINEPATCH_CHANNEL },
+    { "transport", WINEPATCH_TRANSPORT },
+    { "getbuffer", WINEPATCH_GETBUFFER },
+    { "unregister", WINEPATCH_UNREGISTER },
+    { "waits", WINEPATCH_WAITS },
+    { "factory", WINEPATCH_FACTORY },
+    { "manager", WINEPATCH_MANAGER },
+    { "ndr_async", WINEPATCH_NDR_ASYNC },
+    { "dispatch", WINEPATCH_DISPATCH },
+    { "api_stubs", WINEPATCH_API_STUBS },
+};
+
+static void read_forced_mismatch(void)
+{
+    char value[256], *name, *next;
+    DWORD len = GetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", value, sizeof(value));
+    unsigned int i;
+
+    if (!len || len >= sizeof(value)) return;
+    for (name = value; name; name = next)
+    {
+        if ((next = strchr(name, ','))) *next++ = 0;
+        for (i = 0; i < ARRAY_SIZE(point_names); i++)
+            if (!strcmp(name, point_names[i].name)) forced_mismatch |= point_names[i].point;
+    }
+    if (forced_mismatch) WARN("COCANCEL_TEST_MISMATCH: patch points %#lx check the wrong module\n",
+                              (unsigned long)forced_mismatch);
+}
+
+HMODULE winepatch_module(DWORD point, const WCHAR *name)
+{
+    return GetModuleHandleW(forced_mismatch & point ? L"ntdll.dll" : name);
+}
+
 void winepatch_init(const struct wine_functions *replacements)
 {
     hooks = *replacements;
+    read_forced_mismatch();
 }
 
 DWORD winepatch_applied(void)
@@ -130,7 +181,7 @@ BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
     return pe_readable(code, WINEPATCH_JUMP_SIZE) && !memcmp(code, expected, WINEPATCH_JUMP_SIZE);
 }
 
-#else  /* i386: the stub layout was not verified, so no stub is patched. */
+#else
 
 /* mov eax, target; jmp eax */
 void winepatch_make_jump(BYTE *code, const void *target)
@@ -143,14 +194,52 @@ void winepatch_make_jump(BYTE *code, const void *target)
     code[6] = 0xe0;
 }
 
+static BOOL in_module(HMODULE module, IMAGE_NT_HEADERS *nt, ULONG_PTR address, SIZE_T size)
+{
+    ULONG_PTR start = (ULONG_PTR)module, end = start + nt->OptionalHeader.SizeOfImage;
+
+    return address >= start && address < end && size <= end - address;
+}
+
+/*
+ * A winebuild i386 stub for an unimplemented export (as Wine 10.0 builds
+ * it, run under WoW64), after a few nops of padding:
+ *   83 ec 0c                 sub  esp, 0xc
+ *   c7 44 24 04 imm32        mov  dword [esp+4], "FunctionName"
+ *   c7 04 24 imm32           mov  dword [esp], descriptor
+ *   e8 rel32                 call __wine_spec_unimplemented_stub
+ * TRUE only if all of it is there, every address lies in the module and the
+ * name is 'name'.
+ */
 static BOOL is_wine_stub(HMODULE module, IMAGE_NT_HEADERS *nt, const BYTE *code, const char *name)
 {
-    return FALSE;
+    static const BYTE sub_esp[] = { 0x83, 0xec, 0x0c, 0xc7, 0x44, 0x24, 0x04 };
+    static const BYTE mov_esp[] = { 0xc7, 0x04, 0x24 };
+    ULONG_PTR string, descriptor, target;
+    unsigned int pad = 0;
+    INT32 rel;
+
+    if (!pe_readable(code, 16 + 24)) return FALSE;
+    while (pad < 16 && code[pad] == 0x90) pad++;
+    code += pad;
+    if (memcmp(code, sub_esp, sizeof(sub_esp)) || memcmp(code + 11, mov_esp, sizeof(mov_esp)) || code[18] != 0xe8)
+        return FALSE;
+    memcpy(&string, code + 7, sizeof(DWORD));
+    memcpy(&descriptor, code + 14, sizeof(DWORD));
+    memcpy(&rel, code + 19, sizeof(rel));
+    target = (ULONG_PTR)code + 23 + rel;
+    if (!in_module(module, nt, string, strlen(name) + 1) || !in_module(module, nt, descriptor, 1) ||
+        !in_module(module, nt, target, 1))
+        return FALSE;
+    return pe_string_equals((const char *)string, name, FALSE);
 }
 
 BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
 {
-    return FALSE;
+    BYTE expected[WINEPATCH_JUMP_SIZE];
+
+    winepatch_make_jump(expected, target);
+    return pe_readable(code, WINEPATCH_JUMP_SIZE) && !memcmp(code, expected, WINEPATCH_JUMP_SIZE);
 }
 
 #endif
@@ -159,7 +248,7 @@ BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
  * Turns module's winebuild stub for name into a jump to function, after
  * decoding it.  Anything else (a real implementation) is left alone.
  */
-enum stub_result winepatch_stub(HMODULE module, const char *name, void *function)
+enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, void *function)
 {
     BYTE jump[WINEPATCH_JUMP_SIZE];
     enum stub_result result;
@@ -170,7 +259,8 @@ enum stub_result winepatch_stub(HMODULE module, const char *name, void *function
     if (!(code = (BYTE *)GetProcAddress(module, name))) return STUB_ABSENT;
     AcquireSRWLockExclusive(&patch_lock);
     if (winepatch_is_jump_to(code, function)) result = STUB_PATCHED;
-    else if (!is_wine_stub(module, nt, code, name))
+    /* A forced mismatch looks for the stub of no function at all. */
+    else if (!is_wine_stub(module, nt, code, forced_mismatch & point ? "" : name))
     {
         TRACE("%s at %p is not a known stub; left alone\n", name, code);
         result = STUB_NOT_A_STUB;
@@ -197,13 +287,21 @@ enum stub_result winepatch_stub(HMODULE module, const char *name, void *function
 void winepatch_ndr_async(void)
 {
     if (!hooks.NdrDcomAsyncClientCall) return;
-    if (winepatch_stub(GetModuleHandleW(L"rpcrt4.dll"), "NdrDcomAsyncClientCall",
-                       hooks.NdrDcomAsyncClientCall) == STUB_PATCHED)
+    switch (winepatch_stub(WINEPATCH_NDR_ASYNC, GetModuleHandleW(L"rpcrt4.dll"), "NdrDcomAsyncClientCall",
+                           hooks.NdrDcomAsyncClientCall))
     {
+    case STUB_PATCHED:
         wine_real.NdrDcomAsyncClientCall = hooks.NdrDcomAsyncClientCall;
         mark_applied(WINEPATCH_NDR_ASYNC);
+        break;
+    case STUB_NOT_A_STUB:
+        WARN("rpcrt4's NdrDcomAsyncClientCall is not the stub expected; left as it is\n");
+        break;
+    default:
+        WARN("rpcrt4's NdrDcomAsyncClientCall not found as expected; proxy code that calls it gets Wine's stub\n");
+        InterlockedIncrement(&refused);
+        break;
     }
-    else TRACE("rpcrt4's NdrDcomAsyncClientCall left as it is\n");
 }
 
 /* ---------------------------------------------------------------------
@@ -235,7 +333,7 @@ static BOOL replace_slot(void **vtbl, unsigned int slot, void *hook, void **real
 
 void winepatch_channel(IRpcChannelBuffer *chan)
 {
-    HMODULE combase = GetModuleHandleW(L"combase.dll");
+    HMODULE combase = winepatch_module(WINEPATCH_CHANNEL, L"combase.dll");
     void **vtbl = (void **)chan->lpVtbl;
     IRpcChannelBuffer *same = NULL;
 
@@ -305,7 +403,8 @@ void winepatch_transport_imports(void)
     HMODULE combase = GetModuleHandleW(L"combase.dll");
 
     if (!combase || !begin_patch(WINEPATCH_UNREGISTER | WINEPATCH_TRANSPORT)) return;
-    if (redirect_import(combase, "rpcrt4.dll", "RpcServerUnregisterIf", (void *)hooks.RpcServerUnregisterIf,
+    if (redirect_import(winepatch_module(WINEPATCH_UNREGISTER, L"combase.dll"), "rpcrt4.dll",
+                        "RpcServerUnregisterIf", (void *)hooks.RpcServerUnregisterIf,
                         (void **)&wine_real.RpcServerUnregisterIf))
         mark_applied(WINEPATCH_UNREGISTER);
     else
@@ -314,7 +413,8 @@ void winepatch_transport_imports(void)
              "its cancelled call ends may hang the server\n");
         InterlockedIncrement(&refused);
     }
-    if (!redirect_import(combase, "rpcrt4.dll", "I_RpcSendReceive", (void *)hooks.I_RpcSendReceive,
+    if (!redirect_import(winepatch_module(WINEPATCH_TRANSPORT, L"combase.dll"), "rpcrt4.dll", "I_RpcSendReceive",
+                         (void *)hooks.I_RpcSendReceive,
                          (void **)&wine_real.I_RpcSendReceive))
     {
         WARN("combase's import of I_RpcSendReceive not found as expected; STA callers are released by the "
@@ -324,7 +424,8 @@ void winepatch_transport_imports(void)
         return;
     }
     mark_applied(WINEPATCH_TRANSPORT);
-    if (redirect_import(combase, "rpcrt4.dll", "I_RpcGetBuffer", (void *)hooks.I_RpcGetBuffer,
+    if (redirect_import(winepatch_module(WINEPATCH_GETBUFFER, L"combase.dll"), "rpcrt4.dll", "I_RpcGetBuffer",
+                        (void *)hooks.I_RpcGetBuffer,
                         (void **)&wine_real.I_RpcGetBuffer))
         mark_applied(WINEPATCH_GETBUFFER);
     else
@@ -346,6 +447,7 @@ void winepatch_dispatch_imports(void)
     HMODULE combase = GetModuleHandleW(L"combase.dll");
 
     if (!combase || !begin_patch(WINEPATCH_DISPATCH)) return;
+    combase = winepatch_module(WINEPATCH_DISPATCH, L"combase.dll");
     if (redirect_import(combase, "kernel32.dll", "SetEvent", (void *)hooks.SetEvent, (void **)&wine_real.SetEvent) &&
         redirect_import(combase, "rpcrt4.dll", "RpcRaiseException", (void *)hooks.RpcRaiseException,
                         (void **)&wine_real.RpcRaiseException))
@@ -366,6 +468,7 @@ void winepatch_wait_imports(void)
     HMODULE combase = GetModuleHandleW(L"combase.dll");
 
     if (!combase || !begin_patch(WINEPATCH_WAITS)) return;
+    combase = winepatch_module(WINEPATCH_WAITS, L"combase.dll");
     if (redirect_import(combase, "kernel32.dll", "WaitForMultipleObjectsEx", (void *)hooks.WaitForMultipleObjectsEx,
                         (void **)&wine_real.WaitForMultipleObjectsEx) &&
         redirect_import(combase, "user32.dll", "MsgWaitForMultipleObjectsEx",
@@ -390,7 +493,7 @@ void winepatch_proxy_factory(void)
 {
     static const ProxyFileInfo *no_files[] = { NULL };
     static CStdPSFactoryBuffer factory;
-    HMODULE rpcrt4 = GetModuleHandleW(L"rpcrt4.dll");
+    HMODULE rpcrt4 = winepatch_module(WINEPATCH_FACTORY, L"rpcrt4.dll");
     IPSFactoryBuffer *ps = NULL;
     void **vtbl;
 
@@ -422,7 +525,7 @@ refuse:
  */
 void winepatch_proxy_manager(IUnknown *manager)
 {
-    HMODULE combase = GetModuleHandleW(L"combase.dll");
+    HMODULE combase = winepatch_module(WINEPATCH_MANAGER, L"combase.dll");
     void **vtbl = *(void ***)manager;
     IUnknown *unk = NULL;
 

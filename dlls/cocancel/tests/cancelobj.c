@@ -36,6 +36,14 @@ static void test_status(void)
     ok(hr == S_OK, "got %#lx\n", hr);
     ok(status.abandoned_calls == 0xdeadbeef, "a field past the given size was written\n");
 
+    /* The second version: abandoned_calls, no patch_points. */
+    status.size = COCANCEL_STATUS_V2_SIZE;
+    status.patch_points = 0xdeadbeef;
+    hr = CocancelGetStatus(&status);
+    ok(hr == S_OK, "got %#lx\n", hr);
+    ok(!status.abandoned_calls, "%lu abandoned calls in a program that made no call\n", status.abandoned_calls);
+    ok(status.patch_points == 0xdeadbeef, "a field past the given size was written\n");
+
     status.size = sizeof(status);
     hr = CocancelGetStatus(&status);
     ok(hr == S_OK, "got %#lx\n", hr);

@@ -1,5 +1,7 @@
 /*
- * Calls whose caller was let go before the reply came: cocancel keeps each
+ * What only cocancel has, around proxied calls.
+ *
+ * abandoned: calls whose caller was let go before the reply came: cocancel keeps each
  * one until its reply arrives, and must not keep it longer.  The ole32
  * conformance tests check what a program sees (the proxy keeps working,
  * the cancelled caller is released); this checks, through
@@ -11,6 +13,13 @@
  *  - call objects released without Finish_ (pending, cancelled, released
  *    from another thread): nothing is left a few seconds after the replies
  *    came, while the proxy keeps being used.
+ *
+ * mismatch: each place the engine patches in Wine, made to look different
+ * (COCANCEL_TEST_MISMATCH, in a child process of this program): the engine
+ * leaves that place and what depends on it alone, says so in
+ * CocancelGetStatus, keeps every other place, and proxied calls work as on
+ * stock Wine.
+ *
  * Uses the interfaces of dlls/ole32/tests/asynccall_ps.idl.
  */
 
@@ -18,6 +27,8 @@
 #define CONST_VTABLE
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "windef.h"
 #include "winbase.h"
@@ -206,11 +217,6 @@ static void test_released_without_finish(DWORD client_model, DWORD host_model)
 
 START_TEST(abandoned)
 {
-    if (sizeof(void *) != 8)
-    {
-        skip("cocancel intercepts proxied calls on x86_64 only\n");
-        return;
-    }
     slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
     slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
     init_ps();
@@ -223,4 +229,151 @@ START_TEST(abandoned)
 
     CloseHandle(slow_started);
     CloseHandle(slow_release);
+}
+
+/* A patch point made to mismatch, and what must then stay off with it. */
+static const struct
+{
+    const char *name;
+    DWORD missing;      /* COCANCEL_PATCH_* that stay off */
+    DWORD routes_off;   /* COCANCEL_ROUTE_* that must be absent */
+    DWORD routes_on;    /* COCANCEL_ROUTE_* that must be present */
+    BOOL refused;       /* counted in refused_patches (a stub that is not the stub is not) */
+}
+mismatches[] =
+{
+    { "channel", COCANCEL_PATCH_CHANNEL, COCANCEL_ROUTE_CHANNEL, 0, TRUE },
+    { "transport", COCANCEL_PATCH_TRANSPORT | COCANCEL_PATCH_GETBUFFER, 0, 0, TRUE },
+    { "getbuffer", COCANCEL_PATCH_GETBUFFER, 0, 0, TRUE },
+    { "unregister", COCANCEL_PATCH_UNREGISTER, 0, 0, TRUE },
+    { "waits", COCANCEL_PATCH_WAITS, 0, 0, TRUE },
+    { "factory", COCANCEL_PATCH_FACTORY | COCANCEL_PATCH_MANAGER, COCANCEL_ROUTE_ASYNC, 0, TRUE },
+    { "manager", COCANCEL_PATCH_MANAGER, COCANCEL_ROUTE_ASYNC, 0, TRUE },
+    { "ndr_async", COCANCEL_PATCH_NDR_ASYNC, 0, 0, FALSE },
+    { "dispatch", COCANCEL_PATCH_DISPATCH, 0, 0, TRUE },
+    { "api_stubs", 0, COCANCEL_ROUTE_COMBASE_STUBS, COCANCEL_ROUTE_COMBASE_REAL, FALSE },
+};
+
+/* Every patch point a process of this architecture gets on the Wines tested (8.0, 10.0). */
+static DWORD all_points(void)
+{
+    DWORD points = COCANCEL_PATCH_CHANNEL | COCANCEL_PATCH_TRANSPORT | COCANCEL_PATCH_GETBUFFER |
+                   COCANCEL_PATCH_UNREGISTER | COCANCEL_PATCH_WAITS | COCANCEL_PATCH_FACTORY |
+                   COCANCEL_PATCH_MANAGER | COCANCEL_PATCH_DISPATCH;
+
+    /* NdrDcomAsyncClientCall is taken over on x86_64 only. */
+    if (sizeof(void *) == 8) points |= COCANCEL_PATCH_NDR_ASYNC;
+    return points;
+}
+
+/* One proxied call from an MTA thread into an STA host, then the status. */
+static void proxied_call_and_status(struct cocancel_status *status, HRESULT *factory_hr)
+{
+    ICcAsyncTest *proxy = NULL;
+    IUnknown *factory = NULL;
+    struct host host;
+    DWORD cookie;
+    HRESULT hr;
+    int sum = 0;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    cookie = register_ps();
+    ok(start_host(&host, COINIT_APARTMENTTHREADED), "the host did not start\n");
+    hr = CoGetInterfaceAndReleaseStream(host.stream, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    if (proxy)
+    {
+        hr = ICcAsyncTest_Add(proxy, 2, 3, &sum);
+        ok(hr == S_OK && sum == 5, "Add got %#lx, %d\n", hr, sum);
+        *factory_hr = ICcAsyncTest_QueryInterface(proxy, &IID_ICallFactory, (void **)&factory);
+        if (factory) IUnknown_Release(factory);
+        ICcAsyncTest_Release(proxy);
+    }
+    ok(stop_host(&host), "the host did not stop\n");
+    memset(status, 0, sizeof(*status));
+    status->size = sizeof(*status);
+    hr = CocancelGetStatus(status);
+    ok(hr == S_OK, "CocancelGetStatus got %#lx\n", hr);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+}
+
+/* Run by test_mismatch in a child process with COCANCEL_TEST_MISMATCH set. */
+START_TEST(mismatch_child)
+{
+    struct cocancel_status status;
+    HRESULT factory_hr = E_FAIL;
+    char name[64];
+    unsigned int i;
+
+    if (!GetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", name, sizeof(name)))
+    {
+        skip("run by the mismatch test only\n");
+        return;
+    }
+    for (i = 0; i < ARRAYSIZE(mismatches); i++) if (!strcmp(mismatches[i].name, name)) break;
+    ok(i < ARRAYSIZE(mismatches), "unknown patch point %s\n", name);
+    if (i == ARRAYSIZE(mismatches)) return;
+    winetest_push_context("%s", name);
+    init_ps();
+    proxied_call_and_status(&status, &factory_hr);
+    ok(status.patch_points == (all_points() & ~mismatches[i].missing), "patch points %#lx, expected %#lx\n",
+       status.patch_points, all_points() & ~mismatches[i].missing);
+    if (mismatches[i].refused) ok(status.refused_patches >= 1, "no refused patch\n");
+    else ok(!status.refused_patches, "%lu refused patches\n", status.refused_patches);
+    ok(!(status.routes & mismatches[i].routes_off), "routes %#lx include %#lx\n", status.routes,
+       mismatches[i].routes_off);
+    ok((status.routes & mismatches[i].routes_on) == mismatches[i].routes_on, "routes %#lx lack %#lx\n",
+       status.routes, mismatches[i].routes_on);
+    /* Without the proxy factory or the proxy manager, proxies answer as on stock Wine. */
+    if (mismatches[i].routes_off & COCANCEL_ROUTE_ASYNC)
+        ok(factory_hr == E_NOINTERFACE, "QueryInterface(ICallFactory) got %#lx\n", factory_hr);
+    else ok(factory_hr == S_OK, "QueryInterface(ICallFactory) got %#lx\n", factory_hr);
+    winetest_pop_context();
+}
+
+START_TEST(mismatch)
+{
+    struct cocancel_status status;
+    HRESULT factory_hr = E_FAIL;
+    char exe[MAX_PATH], cmd[MAX_PATH + 32];
+    unsigned int i;
+
+    /* Without the knob every point is applied, and nothing refused. */
+    init_ps();
+    proxied_call_and_status(&status, &factory_hr);
+    ok(status.patch_points == all_points(), "patch points %#lx, expected %#lx\n", status.patch_points,
+       all_points());
+    ok(!status.refused_patches, "%lu refused patches\n", status.refused_patches);
+    ok(factory_hr == S_OK, "QueryInterface(ICallFactory) got %#lx\n", factory_hr);
+
+    GetModuleFileNameA(NULL, exe, sizeof(exe));
+    for (i = 0; i < ARRAYSIZE(mismatches); i++)
+    {
+        PROCESS_INFORMATION info;
+        STARTUPINFOA startup;
+        DWORD code = ~0u;
+
+        winetest_push_context("%s", mismatches[i].name);
+        memset(&startup, 0, sizeof(startup));
+        startup.cb = sizeof(startup);
+        snprintf(cmd, sizeof(cmd), "\"%s\" mismatch_child", exe);
+        SetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", mismatches[i].name);
+        if (CreateProcessA(exe, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
+        {
+            if (WaitForSingleObject(info.hProcess, 60000))
+            {
+                ok(0, "the child did not end within 60 s\n");
+                TerminateProcess(info.hProcess, 1);
+                WaitForSingleObject(info.hProcess, 5000);
+            }
+            GetExitCodeProcess(info.hProcess, &code);
+            ok(!code, "the child reported %lu failures\n", code);
+            CloseHandle(info.hProcess);
+            CloseHandle(info.hThread);
+        }
+        else ok(0, "CreateProcess failed: %lu\n", GetLastError());
+        SetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", NULL);
+        winetest_pop_context();
+    }
 }

@@ -1,0 +1,146 @@
+#!/bin/sh
+# The Wine version matrix ("make check-matrix"): runs the Wine-side checks of
+# tools/run_tests.sh, with the binaries already built, on every Wine version
+# named (default: all of them) and prints one summary per version, then the
+# sum as "N passed, N failed".
+#
+#   tools/matrix.sh [host] [trixie] [wow64]
+#
+#   host    the Wine installed on this machine (Debian 12: Wine 8.0)
+#   trixie  Debian 13's Wine 10.0, in a chroot made with debootstrap from
+#           Debian's packages the first time (cached in build/matrix/trixie,
+#           about 1 min and 600 MiB); needs root and debootstrap
+#   wow64   the 32-bit (i686) programs and engine on the same Wine 10.0 in
+#           its WoW64 mode: a copy of that chroot with the i386 PE DLLs of
+#           Debian's libwine:i386 beside the x86_64 ones, where the 64-bit
+#           loader looks for them (build/matrix/wow64).  Debian's i386 Wine
+#           itself cannot start here: the kernel runs no 32-bit programs.
+#
+# Debian testing ("forky") has no wine package today, and unstable's is
+# 10.0 again (10.0~repack-12), so there is no third column.
+set -u
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+B="$top/build"
+M="$B/matrix"
+total_passed=0
+total_failed=0
+summaries=""
+
+columns=${*:-host trixie wow64}
+
+# The mirror the host's apt uses (the chroot comes from the same place).
+mirror() {
+    m=$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/* *$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+    [ -n "$m" ] || m=$(sed -n 's/^deb \(http[^ ]*\) .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -n 1)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+# Makes the chroot of a Debian suite with its wine packages, once.
+make_chroot() { # SUITE DIR
+    [ -f "$2/.cocancel-ready" ] && return 0
+    command -v debootstrap >/dev/null || { echo "debootstrap is missing (apt-get install debootstrap)"; return 1; }
+    [ "$(id -u)" -eq 0 ] || { echo "making a chroot needs root"; return 1; }
+    rm -rf "$2"
+    mkdir -p "$M"
+    echo "making a Debian $1 chroot in $2 from $(mirror)"
+    debootstrap --variant=minbase "$1" "$2" "$(mirror)" > "$M/$1-debootstrap.log" 2>&1 ||
+        { tail -n 5 "$M/$1-debootstrap.log"; return 1; }
+    chroot "$2" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wine wine64 && apt-get clean' \
+        > "$M/$1-apt.log" 2>&1 || { tail -n 5 "$M/$1-apt.log"; return 1; }
+    touch "$2/.cocancel-ready"
+}
+
+# The trixie chroot plus the i386 PE DLLs of libwine:i386, once.
+make_wow64_chroot() { # DIR
+    [ -f "$1/.cocancel-ready" ] && return 0
+    make_chroot trixie "$M/trixie" || return 1
+    rm -rf "$1"
+    echo "making the WoW64 chroot in $1"
+    cp -a "$M/trixie" "$1" && rm -f "$1/.cocancel-ready" || return 1
+    chroot "$1" sh -c '
+        set -e
+        dpkg --add-architecture i386
+        apt-get update -q
+        mkdir -p /root/i386 && cd /root/i386
+        apt-get download -q libwine:i386
+        dpkg-deb -x libwine_*_i386.deb x
+        cp -n x/usr/lib/i386-linux-gnu/wine/i386-windows/* /usr/lib/x86_64-linux-gnu/wine/i386-windows/
+        cd / && rm -rf /root/i386 && apt-get clean' > "$M/wow64-apt.log" 2>&1 ||
+        { tail -n 5 "$M/wow64-apt.log"; return 1; }
+    touch "$1/.cocancel-ready"
+}
+
+# Runs the Wine-side checks; prints their output to LOG.
+run_host() { # LOG
+    WINE_SIDE_ONLY=1 TEST_PREFIX="$M/prefix-host" TEST_LOGS="$M/logs-host" sh "$top/tools/run_tests.sh" > "$1" 2>&1
+}
+
+# The same inside the chroot, in a mount namespace of its own (the mounts
+# end with it): the project at the same path, /dev, /proc and a fresh /tmp.
+run_chroot() { # DIR TAG LOG [ARCH]
+    mkdir -p "$1$top"
+    TEST_ARCH=${4:-x86_64} unshare -m sh -c '
+        set -e
+        root=$1 top=$2 tag=$3
+        mount --rbind /dev "$root/dev"
+        mount -t proc proc "$root/proc"
+        mount -t tmpfs tmpfs "$root/tmp"
+        mount --bind "$top" "$root$top"
+        exec chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+            WINE_SIDE_ONLY=1 TEST_ARCH="$TEST_ARCH" TEST_PREFIX="$top/build/matrix/prefix-$tag" TEST_LOGS="$top/build/matrix/logs-$tag" \
+            sh "$top/tools/run_tests.sh"' sh "$1" "$top" "$2" > "$3" 2>&1
+}
+
+for column in $columns; do
+    start=$(date +%s)
+    log="$M/$column.log"
+    mkdir -p "$M"
+    case $column in
+        host)
+            version=$(wine --version 2>/dev/null)
+            run_host "$log" ;;
+        trixie)
+            if ! make_chroot trixie "$M/trixie" > "$M/trixie-setup.log" 2>&1; then
+                cat "$M/trixie-setup.log"
+                echo "FAILED: no Debian 13 chroot with Wine"
+                total_failed=$((total_failed + 1))
+                summaries="$summaries
+$column: no chroot (see $M/trixie-setup.log)"
+                continue
+            fi
+            version=$(chroot "$M/trixie" dpkg-query -W -f '${Version}' wine64 2>/dev/null)
+            version="wine-10.0 (Debian $version)"
+            run_chroot "$M/trixie" trixie "$log" ;;
+        wow64)
+            if ! make_wow64_chroot "$M/wow64" > "$M/wow64-setup.log" 2>&1; then
+                cat "$M/wow64-setup.log"
+                echo "FAILED: no WoW64 chroot"
+                total_failed=$((total_failed + 1))
+                summaries="$summaries
+$column: no chroot (see $M/wow64-setup.log)"
+                continue
+            fi
+            version=$(chroot "$M/wow64" dpkg-query -W -f '${Version}' wine64 2>/dev/null)
+            version="wine-10.0 (Debian $version), WoW64, i686 binaries"
+            run_chroot "$M/wow64" wow64 "$log" i686 ;;
+        *)
+            echo "unknown column $column (host, trixie, wow64)"; exit 2 ;;
+    esac
+    grep -a '^FAILED\|^    ' "$log" | head -n 40
+    line=$(tail -n 1 "$log")
+    p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+    f=$(echo "$line" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+    if [ -z "$p" ]; then
+        p=0 f=1
+        echo "FAILED: $column: the run ended without a summary (see $log)"
+    fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    summaries="$summaries
+$version: $p passed, $f failed in $(( $(date +%s) - start )) s (log: $log)"
+done
+
+echo "== Wine version matrix$summaries"
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]

@@ -92,6 +92,21 @@ run_chroot() { # DIR TAG LOG [ARCH]
             sh "$top/tools/run_tests.sh"' sh "$1" "$top" "$2" > "$3" 2>&1
 }
 
+# A column in a chroot: makes it when missing (MAKER DIR), then runs there.
+# Sets version; FALSE (counted as a failure) when there is no chroot.
+chroot_column() { # NAME MAKER VERSION-SUFFIX ARCH
+    if ! $2 "$M/$1" > "$M/$1-setup.log" 2>&1; then
+        cat "$M/$1-setup.log"
+        echo "FAILED: no chroot for the column $1"
+        total_failed=$((total_failed + 1))
+        summaries="$summaries
+$1: no chroot (see $M/$1-setup.log)"
+        return 1
+    fi
+    version="wine-10.0 (Debian $(chroot "$M/$1" dpkg-query -W -f '${Version}' wine64 2>/dev/null))$3"
+    run_chroot "$M/$1" "$1" "$log" "$4"
+}
+
 for column in $columns; do
     start=$(date +%s)
     log="$M/$column.log"
@@ -101,29 +116,9 @@ for column in $columns; do
             version=$(wine --version 2>/dev/null)
             run_host "$log" ;;
         trixie)
-            if ! make_chroot trixie "$M/trixie" > "$M/trixie-setup.log" 2>&1; then
-                cat "$M/trixie-setup.log"
-                echo "FAILED: no Debian 13 chroot with Wine"
-                total_failed=$((total_failed + 1))
-                summaries="$summaries
-$column: no chroot (see $M/trixie-setup.log)"
-                continue
-            fi
-            version=$(chroot "$M/trixie" dpkg-query -W -f '${Version}' wine64 2>/dev/null)
-            version="wine-10.0 (Debian $version)"
-            run_chroot "$M/trixie" trixie "$log" ;;
+            chroot_column trixie "make_chroot trixie" "" x86_64 || continue ;;
         wow64)
-            if ! make_wow64_chroot "$M/wow64" > "$M/wow64-setup.log" 2>&1; then
-                cat "$M/wow64-setup.log"
-                echo "FAILED: no WoW64 chroot"
-                total_failed=$((total_failed + 1))
-                summaries="$summaries
-$column: no chroot (see $M/wow64-setup.log)"
-                continue
-            fi
-            version=$(chroot "$M/wow64" dpkg-query -W -f '${Version}' wine64 2>/dev/null)
-            version="wine-10.0 (Debian $version), WoW64, i686 binaries"
-            run_chroot "$M/wow64" wow64 "$log" i686 ;;
+            chroot_column wow64 make_wow64_chroot ", WoW64, i686 binaries" i686 || continue ;;
         *)
             echo "unknown column $column (host, trixie, wow64)"; exit 2 ;;
     esac

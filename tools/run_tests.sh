@@ -53,7 +53,7 @@ run_winetest() {
     log="$logs/$(echo "$label" | tr ' /:' '___').log"
     (cd "$WINEPREFIX/drive_c/cctests" && timeout 120 "$WINE" "$@") > "$log" 2>&1
     rc=$?
-    counts=$(tr -d '\r' < "$log" | sed -n 's/^[0-9a-f]*:[A-Za-z0-9_]*: \([0-9]*\) tests executed (\([0-9]*\) marked as todo, [0-9]* as flaky, \([0-9]*\) failures), \([0-9]*\) skipped\.$/\1 \2 \3/p' |
+    counts=$(tr -d '\r' < "$log" | sed -n 's/^[0-9a-f]*:[A-Za-z0-9_]*: \([0-9]*\) tests executed (\([0-9]*\) marked as todo, [0-9]* as flaky, \([0-9]*\) failures\{0,1\}), \([0-9]*\) skipped\.$/\1 \2 \3/p' |
              awk '{ run += $1; todo += $2; bad += $3 } END { printf "%d %d %d %d", run - todo - bad, bad, todo, NR }')
     set -- $counts
     ok_count=$1 bad_count=$2 summaries=$4

@@ -75,8 +75,22 @@ static ULONG WINAPI record_Release(IRpcProxyBuffer *iface)
     return 0;
 }
 
+/*
+ * The first standard proxy connected in the process hands over the client
+ * channel that the engine intercepts (all of Wine's client channels share
+ * one vtable), so that finding it needs no object of the engine's own to be
+ * exported (discovery.c keeps that way only for a first proxied call made
+ * through another kind of proxy).
+ */
+static LONG channel_offered;     /* a channel went to winepatch_channel (patched or refused) */
+
 static HRESULT WINAPI record_Connect(IRpcProxyBuffer *iface, IRpcChannelBuffer *chan)
 {
+    if (chan && !InterlockedCompareExchange(&channel_offered, 0, 0))
+    {
+        winepatch_channel(chan);
+        InterlockedExchange(&channel_offered, 1);
+    }
     return IRpcProxyBuffer_Connect(impl_from_record_IRpcProxyBuffer(iface)->inner, chan);
 }
 
@@ -137,7 +151,18 @@ HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer,
 
     hr = wine_real.CreateProxy(iface, outer, riid, proxy, ppv);
     if (FAILED(hr) || !outer || !proxy || !*proxy) return hr;
-    if (!find_async((const CStdPSFactoryBuffer *)iface, riid, &file, &sync_index, &async_index)) return hr;
+    if (!find_async((const CStdPSFactoryBuffer *)iface, riid, &file, &sync_index, &async_index))
+    {
+        /* Until the channel is found, a plain proxy is watched for its Connect alone. */
+        if (InterlockedCompareExchange(&channel_offered, 0, 0) ||
+            !(record = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*record))))
+            return hr;
+        record->IRpcProxyBuffer_iface.lpVtbl = &record_vtbl;
+        record->refcount = 1;
+        record->inner = *proxy;
+        *proxy = &record->IRpcProxyBuffer_iface;
+        return hr;
+    }
     winepatch_proxy_manager(outer);
     if (!(record = HeapAlloc(GetProcessHeap(), 0, sizeof(*record)))) return hr;
     record->IRpcProxyBuffer_iface.lpVtbl = &record_vtbl;

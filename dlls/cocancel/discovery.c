@@ -3,9 +3,13 @@
  *
  * Every client IRpcChannelBuffer in Wine shares one vtable in combase.
  * Owns the probe that finds it, once per process: a private interface whose
- * proxy/stub factory the engine supplies, marshaled from an MTA thread and
- * unmarshaled in an STA thread, whose proxy's Connect then receives a
+ * proxy/stub factory the engine supplies, marshaled from one STA thread and
+ * unmarshaled in another, whose proxy's Connect then receives a
  * genuine client channel (handed to winepatch_channel).
+ *
+ * Usually it never runs: the first standard proxy connected in the process
+ * hands its channel over (callfactory.c), with nothing exported.  The probe
+ * is for a first proxied call made through another kind of proxy.
  *
  * It runs when it is first needed, so that a program that makes no proxied
  * call never sees it: at the first proxied call of the process, whose thread
@@ -336,10 +340,40 @@ static DWORD WINAPI discovery_sta_thread(void *arg)
     return 0;
 }
 
+/* Serves the STA's incoming calls (the proxy's release) until the thread ends or the deadline passes. */
+static BOOL pump_until(HANDLE thread, DWORD timeout)
+{
+    DWORD start = GetTickCount(), elapsed;
+    MSG msg;
+
+    for (;;)
+    {
+        elapsed = GetTickCount() - start;
+        if (elapsed >= timeout) return FALSE;
+        switch (MsgWaitForMultipleObjects(1, &thread, FALSE, timeout - elapsed, QS_ALLINPUT))
+        {
+        case WAIT_OBJECT_0:
+            return TRUE;
+        case WAIT_OBJECT_0 + 1:
+            while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
+            break;
+        default:
+            return FALSE;
+        }
+    }
+}
+
 /*
  * Runs once per process on its own thread: marshals the probe object from an
- * MTA thread and unmarshals it in an STA thread, whose proxy is then
- * connected to a genuine client channel.
+ * STA of its own and unmarshals it in another STA, whose proxy is then
+ * connected to a genuine client channel.  Both apartments end with the
+ * discovery, and with them what exporting the probe registered with rpcrt4
+ * (the probe's interface and the apartment's IRemUnknown, both
+ * RPC_IF_AUTOLISTEN): a process that listens for RPC calls of its own, or
+ * stops listening, sees the same as on stock Wine.  (Exported from the MTA,
+ * which lives as long as any thread of the process is in it, the
+ * registrations stayed, and RpcMgmtStopServerListening no longer stopped
+ * the process listening: Wine's rpcrt4 server test.)
  */
 static DWORD WINAPI discovery_thread(void *arg)
 {
@@ -348,7 +382,7 @@ static DWORD WINAPI discovery_thread(void *arg)
     HANDLE sta;
 
     TlsSetValue(discovery_tls, (void *)1);
-    if (SUCCEEDED(CoInitializeEx(NULL, COINIT_MULTITHREADED)))
+    if (SUCCEEDED(CoInitializeEx(NULL, COINIT_APARTMENTTHREADED)))
     {
         CoRegisterClassObject(&CLSID_CocancelProbePS, (IUnknown *)&probe_factory, CLSCTX_INPROC_SERVER,
                               REGCLS_MULTIPLEUSE, &cookie);
@@ -357,7 +391,7 @@ static DWORD WINAPI discovery_thread(void *arg)
         {
             if ((sta = CreateThread(NULL, 0, discovery_sta_thread, &discovery, 0, NULL)))
             {
-                if (WaitForSingleObject(sta, 30000)) ERR("channel discovery did not finish\n");
+                if (!pump_until(sta, 30000)) ERR("channel discovery did not finish\n");
                 CloseHandle(sta);
             }
         }
@@ -411,6 +445,8 @@ BOOL discovery_holding_loader_lock(void)
 void discovery_before_call(void)
 {
     if (*(volatile LONG *)&discovery_settled) return;
+    /* Found already, through the first standard proxy's Connect (callfactory.c). */
+    if (winepatch_applied() & WINEPATCH_CHANNEL) return;
     if (TlsGetValue(discovery_tls)) return;
     discovery_start();
     if (discovery_holding_loader_lock())
@@ -425,6 +461,7 @@ void discovery_before_call(void)
 /* Waits for the discovery, at most timeout ms: is the channel intercepted? */
 BOOL discovery_wait(DWORD timeout)
 {
+    if (winepatch_applied() & WINEPATCH_CHANNEL) return TRUE;
     discovery_start();
     WaitForSingleObject(discovery_done, timeout);
     return (winepatch_applied() & WINEPATCH_CHANNEL) != 0;

@@ -93,7 +93,7 @@ run_test() { # LABEL TEST
     log="$logs/$(echo "$1" | tr ' /:' '___').log"
     (cd "$WINEPREFIX/drive_c/wttests" && timeout 300 "$WINE" ole32_test.exe "$2") > "$log" 2>&1
     rc=$?
-    set -- $(tr -d '\r' < "$log" | sed -n 's/^[0-9a-f]*:[A-Za-z0-9_]*: \([0-9]*\) tests executed (\([0-9]*\) marked as todo, [0-9]* as flaky, \([0-9]*\) failures), \([0-9]*\) skipped\.$/\1 \2 \3 \4/p' |
+    set -- $(tr -d '\r' < "$log" | sed -n 's/^[0-9a-f]*:[A-Za-z0-9_]*: \([0-9]*\) tests executed (\([0-9]*\) marked as todo, [0-9]* as flaky, \([0-9]*\) failures\{0,1\}), \([0-9]*\) skipped\.$/\1 \2 \3 \4/p' |
              awk '{ run += $1; todo += $2; bad += $3; skip += $4 } END { printf "%d %d %d %d %d", run - todo - bad, todo, bad, skip, NR }')
     run_ok=$1 run_todo=$2 run_bad=$3 run_skip=$4 run_summaries=$5
     if [ "$rc" -eq 124 ]; then run_bad=$((run_bad + 1)); echo "    timed out (see $log)"; fi

@@ -4,7 +4,7 @@
 # named (default: all of them) and prints one summary per version, then the
 # sum as "N passed, N failed".
 #
-#   tools/matrix.sh [host] [trixie] [wow64]
+#   tools/matrix.sh [host] [trixie] [wow64] [release]
 #
 #   host    the Wine installed on this machine (Debian 12: Wine 8.0)
 #   trixie  Debian 13's Wine 10.0, in a chroot made with debootstrap from
@@ -15,6 +15,10 @@
 #           Debian's libwine:i386 beside the x86_64 ones, where the 64-bit
 #           loader looks for them (build/matrix/wow64).  Debian's i386 Wine
 #           itself cannot start here: the kernel runs no 32-bit programs.
+#   release the release tarball (make dist) on a fresh Debian 12 with only
+#           Debian's wine installed - no compiler, no Python - in a chroot
+#           (build/matrix/bookworm): unpacks it, installs from it and runs
+#           its demo (tools/release_check.sh).
 #
 # Debian testing ("forky") has no wine package today, and unstable's is
 # 10.0 again (10.0~repack-12), so there is no third column.
@@ -27,7 +31,7 @@ total_passed=0
 total_failed=0
 summaries=""
 
-columns=${*:-host trixie wow64}
+columns=${*:-host trixie wow64 release}
 
 # The mirror the host's apt uses (the chroot comes from the same place).
 mirror() {
@@ -78,23 +82,29 @@ run_host() { # LOG
 
 # The same inside the chroot, in a mount namespace of its own (the mounts
 # end with it): the project at the same path, /dev, /proc and a fresh /tmp.
-run_chroot() { # DIR TAG LOG [ARCH]
-    mkdir -p "$1$top"
-    TEST_ARCH=${4:-x86_64} unshare -m sh -c '
+# Runs tools/run_tests.sh, or the command given.
+run_chroot() { # DIR TAG LOG [ARCH [COMMAND...]]
+    dir=$1 tag=$2 out=$3 arch=${4:-x86_64}
+    shift 3
+    [ $# -gt 0 ] && shift
+    [ $# -gt 0 ] || set -- sh "$top/tools/run_tests.sh"
+    mkdir -p "$dir$top"
+    TEST_ARCH=$arch unshare -m sh -c '
         set -e
         root=$1 top=$2 tag=$3
+        shift 3
         mount --rbind /dev "$root/dev"
         mount -t proc proc "$root/proc"
         mount -t tmpfs tmpfs "$root/tmp"
         mount --bind "$top" "$root$top"
         exec chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
             WINE_SIDE_ONLY=1 TEST_ARCH="$TEST_ARCH" TEST_PREFIX="$top/build/matrix/prefix-$tag" TEST_LOGS="$top/build/matrix/logs-$tag" \
-            sh "$top/tools/run_tests.sh"' sh "$1" "$top" "$2" > "$3" 2>&1
+            "$@"' sh "$dir" "$top" "$tag" "$@" > "$out" 2>&1
 }
 
 # A column in a chroot: makes it when missing (MAKER DIR), then runs there.
-# Sets version; FALSE (counted as a failure) when there is no chroot.
-chroot_column() { # NAME MAKER VERSION-SUFFIX ARCH
+# Sets version; FALSE (counted as a failure) only when there is no chroot.
+chroot_column() { # NAME MAKER VERSION-SUFFIX ARCH [COMMAND...]
     if ! $2 "$M/$1" > "$M/$1-setup.log" 2>&1; then
         cat "$M/$1-setup.log"
         echo "FAILED: no chroot for the column $1"
@@ -103,8 +113,12 @@ chroot_column() { # NAME MAKER VERSION-SUFFIX ARCH
 $1: no chroot (see $M/$1-setup.log)"
         return 1
     fi
-    version="wine-10.0 (Debian $(chroot "$M/$1" dpkg-query -W -f '${Version}' wine64 2>/dev/null))$3"
-    run_chroot "$M/$1" "$1" "$log" "$4"
+    v=$(chroot "$M/$1" dpkg-query -W -f '${Version}' wine64 2>/dev/null)
+    version="wine-${v%%~*} (Debian $v)$3"
+    c_name=$1 c_arch=$4
+    shift 4
+    # The result is read from the log's summary, whatever the status.
+    run_chroot "$M/$c_name" "$c_name" "$log" "$c_arch" "$@" || true
 }
 
 for column in $columns; do
@@ -119,8 +133,12 @@ for column in $columns; do
             chroot_column trixie "make_chroot trixie" "" x86_64 || continue ;;
         wow64)
             chroot_column wow64 make_wow64_chroot ", WoW64, i686 binaries" i686 || continue ;;
+        release)
+            tarball=$(ls "$B"/cocancel-*.tar.gz 2>/dev/null | head -n 1)
+            chroot_column bookworm "make_chroot bookworm" ", the release tarball" x86_64 \
+                sh "$top/tools/release_check.sh" "$tarball" || continue ;;
         *)
-            echo "unknown column $column (host, trixie, wow64)"; exit 2 ;;
+            echo "unknown column $column (host, trixie, wow64, release)"; exit 2 ;;
     esac
     grep -a '^FAILED\|^    ' "$log" | head -n 40
     line=$(tail -n 1 "$log")

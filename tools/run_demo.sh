@@ -33,11 +33,16 @@ echo "   (the program is killed: Wine's ole32 lacks the cancellation API)"
 echo
 echo "=== 2. the same program with cocancel installed (setup_cocancel.sh install) ==="
 sh "$setup" install >/dev/null
-timeout 60 "$WINE" demo.exe 2>&1 | tr -d '\r'
+# The programs' own exit codes (not those of the pipes' last commands).
+out="$(dirname "$WINEPREFIX")/out"
+timeout 60 "$WINE" demo.exe > "$out" 2>&1
 rc=$?
+tr -d '\r' < "$out"
 echo
-timeout 60 "$WINE" asyncdemo.exe 2>&1 | tr -d '\r'
-[ $rc -eq 0 ] && rc=$?
+timeout 60 "$WINE" asyncdemo.exe > "$out" 2>&1
+arc=$?
+tr -d '\r' < "$out"
+[ $rc -eq 0 ] && rc=$arc
 sh "$setup" uninstall >/dev/null
 echo
 echo "The prefix is deleted on exit."

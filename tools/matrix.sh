@@ -96,6 +96,7 @@ run_chroot() { # DIR TAG LOG [ARCH [COMMAND...]]
         mount --rbind /dev "$root/dev"
         mount -t proc proc "$root/proc"
         mount -t tmpfs tmpfs "$root/tmp"
+        mkdir -p "$root$top"    # again: the project may live under /tmp
         mount --bind "$top" "$root$top"
         exec chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
             WINE_SIDE_ONLY=1 TEST_ARCH="$TEST_ARCH" TEST_PREFIX="$top/build/matrix/prefix-$tag" TEST_LOGS="$top/build/matrix/logs-$tag" \

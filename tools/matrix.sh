@@ -151,8 +151,10 @@ for column in $columns; do
     fi
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
+    skipped=$(grep -a -m 1 '^SKIPPED: ' "$log" | sed 's/^SKIPPED: //')
+    [ -n "$skipped" ] && echo "SKIPPED: $column: $skipped"
     summaries="$summaries
-$version: $p passed, $f failed in $(( $(date +%s) - start )) s (log: $log)"
+$version: $p passed, $f failed in $(( $(date +%s) - start )) s${skipped:+ (SKIPPED: $skipped)} (log: $log)"
 done
 
 echo "== Wine version matrix$summaries"

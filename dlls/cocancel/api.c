@@ -80,15 +80,9 @@ HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
  */
 HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout)
 {
-    ICancelMethodCalls *cancel;
-    HRESULT hr;
-
     TRACE("%04lx, %lu\n", tid, timeout);
 
-    if (FAILED(hr = CoGetCancelObject(tid, &IID_ICancelMethodCalls, (void **)&cancel))) return hr;
-    hr = ICancelMethodCalls_Cancel(cancel, timeout);
-    ICancelMethodCalls_Release(cancel);
-    return hr;
+    return cancelobj_cancel_thread(tid, timeout);
 }
 
 /***********************************************************************

@@ -8,7 +8,10 @@
  * at.  Each thread that registers a cancel object gets a record holding its
  * stack.  The record is found by the owner through TLS and by other threads
  * through a table keyed by thread id; a reference count keeps it alive while
- * another thread looks at it, so a thread may exit at any time.
+ * another thread looks at it, so a thread may exit at any time.  A thread
+ * that was terminated never detaches: its record holds a handle to it, so
+ * that a record whose thread is gone (and whose id may be reused) is told
+ * from a live one with one wait of zero length.
  */
 
 #include "cocancel_private.h"
@@ -95,7 +98,7 @@ struct thread_record
     LONG refcount;
     SRWLOCK lock;                 /* guards stack */
     struct cc_stack stack;        /* IUnknown *, each holding a reference */
-    ULONGLONG creation_time;      /* tells the owner from a later thread with a reused id */
+    HANDLE thread;                /* the owner (SYNCHRONIZE), or NULL: tells it from a later thread with its id */
     BOOL linked;                  /* in thread_table; guarded by table_lock */
 };
 
@@ -118,14 +121,6 @@ void cancelobj_init(void)
         ERR("combase lacks the enable/disable functions\n");
 }
 
-static ULONGLONG thread_creation_time(HANDLE thread)
-{
-    FILETIME creation, exit_time, kernel, user;
-
-    if (!GetThreadTimes(thread, &creation, &exit_time, &kernel, &user)) return 0;
-    return ((ULONGLONG)creation.dwHighDateTime << 32) | creation.dwLowDateTime;
-}
-
 static void record_release(struct thread_record *record)
 {
     IUnknown *unk;
@@ -134,6 +129,7 @@ static void record_release(struct thread_record *record)
     /* The last reference: nobody else can see the stack any more. */
     while ((unk = cc_stack_pop(&record->stack))) IUnknown_Release(unk);
     cc_stack_free(&record->stack);
+    if (record->thread) CloseHandle(record->thread);
     HeapFree(GetProcessHeap(), 0, record);
 }
 
@@ -164,7 +160,9 @@ static struct thread_record *current_record(BOOL create)
     record->refcount = 2;   /* one for the TLS slot, one for the table */
     InitializeSRWLock(&record->lock);
     cc_stack_init(&record->stack);
-    record->creation_time = thread_creation_time(GetCurrentThread());
+    if (!DuplicateHandle(GetCurrentProcess(), GetCurrentThread(), GetCurrentProcess(), &record->thread,
+                         SYNCHRONIZE, FALSE, 0))
+        record->thread = NULL;
 
     AcquireSRWLockExclusive(&table_lock);
     /* A record left by an earlier thread with the same id (one that was
@@ -184,22 +182,27 @@ static struct thread_record *current_record(BOOL create)
     return record;
 }
 
-/* Is the record's owner still the running thread with that id? */
+/* Is the record's owner still running?  (Without a handle to it, it is taken to be.) */
 static BOOL record_owner_alive(const struct thread_record *record)
 {
-    DWORD exit_code = 0;
-    BOOL alive = FALSE;
-    HANDLE thread;
-
-    if (!(thread = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, record->node.tid))) return FALSE;
-    if (GetExitCodeThread(thread, &exit_code) && exit_code == STILL_ACTIVE)
-        alive = thread_creation_time(thread) == record->creation_time;
-    CloseHandle(thread);
-    return alive;
+    return !record->thread || WaitForSingleObject(record->thread, 0) == WAIT_TIMEOUT;
 }
 
-/* The record of thread tid (0: the calling thread) with a reference added, or NULL. */
-static struct thread_record *find_thread_record(DWORD tid)
+/* Drops the record of a thread that is gone (and the caller's reference). */
+static void record_drop_dead(struct thread_record *record)
+{
+    TRACE("thread %04lx is gone, dropping its record\n", record->node.tid);
+    record_unlink(record);
+    record_release(record);
+}
+
+/*
+ * The record of thread tid (0: the calling thread) with a reference added, or
+ * NULL.  Unless 'checked' is FALSE, a record whose owner is gone is dropped
+ * and not returned; with FALSE the caller checks (record_owner_alive) when
+ * it suits it.
+ */
+static struct thread_record *find_thread_record(DWORD tid, BOOL checked)
 {
     struct thread_record *record = NULL;
     struct cc_thread_node *node;
@@ -219,11 +222,9 @@ static struct thread_record *find_thread_record(DWORD tid)
     ReleaseSRWLockShared(&table_lock);
     if (!record) return NULL;
 
-    if (!record_owner_alive(record))
+    if (checked && !record_owner_alive(record))
     {
-        TRACE("thread %04lx is gone, dropping its record\n", tid);
-        record_unlink(record);
-        record_release(record);
+        record_drop_dead(record);
         return NULL;
     }
     return record;
@@ -247,7 +248,7 @@ IUnknown *cancelobj_stack_top(DWORD tid)
     struct thread_record *record;
     IUnknown *unk;
 
-    if (!(record = find_thread_record(tid))) return NULL;
+    if (!(record = find_thread_record(tid, TRUE))) return NULL;
     AcquireSRWLockShared(&record->lock);
     if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
     ReleaseSRWLockShared(&record->lock);
@@ -457,6 +458,62 @@ static const ICancelMethodCallsVtbl cancel_object_vtbl =
     cancel_object_Cancel,
     cancel_object_TestCancel,
 };
+
+/*
+ * CoCancelCall's work: cancels the innermost call of thread tid (0: this
+ * thread).  E_NOINTERFACE when the thread has no cancel object (or is gone)
+ * or its object is not an ICancelMethodCalls; otherwise what Cancel answers.
+ *
+ * Whether another thread is still alive costs a wineserver round trip.  For
+ * an immediate cancel of the engine's own cancel object it is asked after
+ * the cancel, so that the caller is already on its way back: a thread that
+ * turns out to be gone (terminated without detaching) was only holding the
+ * object of a call nobody waits for any more, so cancelling it changed
+ * nothing anybody sees, and the answer is E_NOINTERFACE all the same.  A
+ * program's own cancel object, or a cancel with a grace period, is only
+ * touched once the thread is known to be alive.
+ */
+HRESULT cancelobj_cancel_thread(DWORD tid, ULONG seconds)
+{
+    struct thread_record *record;
+    ICancelMethodCalls *cancel;
+    BOOL own_object, checked;
+    IUnknown *unk;
+    HRESULT hr;
+
+    if (!(record = find_thread_record(tid, FALSE))) return E_NOINTERFACE;
+    AcquireSRWLockShared(&record->lock);
+    if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
+    ReleaseSRWLockShared(&record->lock);
+    if (!unk)
+    {
+        record_release(record);
+        return E_NOINTERFACE;
+    }
+    own_object = checked_cancel_object((ICancelMethodCalls *)unk) != NULL;
+    /* The calling thread's own record needs no check: it is running. */
+    checked = !tid || tid == GetCurrentThreadId() || (own_object && !seconds);
+    if (!checked && !record_owner_alive(record))
+    {
+        IUnknown_Release(unk);
+        record_drop_dead(record);
+        return E_NOINTERFACE;
+    }
+    hr = IUnknown_QueryInterface(unk, &IID_ICancelMethodCalls, (void **)&cancel);
+    IUnknown_Release(unk);
+    if (SUCCEEDED(hr))
+    {
+        hr = ICancelMethodCalls_Cancel(cancel, seconds);
+        ICancelMethodCalls_Release(cancel);
+    }
+    if (checked && tid && tid != GetCurrentThreadId() && !record_owner_alive(record))
+    {
+        record_drop_dead(record);
+        return E_NOINTERFACE;
+    }
+    record_release(record);
+    return hr;
+}
 
 HRESULT cancelobj_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel)
 {

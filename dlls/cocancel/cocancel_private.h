@@ -207,6 +207,7 @@ struct run
     HANDLE wine_event;              /* what Wine's parked wait waits for */
     HANDLE release;                 /* the run's own wait also ends on this */
     HANDLE pool_wait;
+    struct deferred_watch *deferred;    /* the pool wait is yet to be registered (runner_abandon) */
     const struct wine_wait *wait;   /* a task's parked wait, */
     DWORD timeout;                  /* ... its timeout, */
     DWORD wake;                     /* ... and what it returns when resumed */
@@ -249,6 +250,7 @@ void cancelobj_init(void);
 void cancelobj_thread_detach(void);
 BOOL cancelobj_enabled(void);
 IUnknown *cancelobj_stack_top(DWORD tid);
+HRESULT cancelobj_cancel_thread(DWORD tid, ULONG seconds);
 HRESULT cancelobj_stack_push(IUnknown *unk);
 IUnknown *cancelobj_stack_pop(void);
 HRESULT cancelobj_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls **cancel);

@@ -193,6 +193,7 @@ BOOL runner_start(struct run *run, const struct run_ops *ops, enum cc_run_phase 
 {
     run->ops = ops;
     run->owner_tid = GetCurrentThreadId();
+    run->deferred = NULL;
     cc_run_init(&run->state, phase, flags);
     return acquire_worker(run);
 }
@@ -221,10 +222,36 @@ static void end_pool_wait(HANDLE wait)
     CloseHandle(done);
 }
 
+/* A pool wait that an engine thread registers for an abandoned run (runner_abandon). */
+struct deferred_watch
+{
+    struct thread_job job;          /* for an engine thread */
+    struct run *run;                /* NULL once the run no longer wants it */
+};
+
+/* Takes back the run's pool wait, registered or still to be; under runner_cs. */
+static HANDLE take_pool_wait(struct run *run)
+{
+    HANDLE wait = run->pool_wait;
+
+    if (run->deferred)
+    {
+        run->deferred->run = NULL;
+        run->deferred = NULL;
+    }
+    run->pool_wait = NULL;
+    return wait;
+}
+
 /* The run is over (or never ran): its worker goes back and its owner frees it. */
 void runner_free(struct run *run)
 {
-    if (run->pool_wait) end_pool_wait(run->pool_wait);
+    HANDLE wait;
+
+    EnterCriticalSection(&runner_cs);
+    wait = take_pool_wait(run);
+    LeaveCriticalSection(&runner_cs);
+    if (wait) end_pool_wait(wait);
     if (run->worker) release_worker(run);
     run->ops->destroy(run);
 }
@@ -273,23 +300,61 @@ void runner_unwatch(struct run *run)
     HANDLE wait;
 
     EnterCriticalSection(&runner_cs);
-    wait = run->pool_wait;
-    run->pool_wait = NULL;
+    wait = take_pool_wait(run);
     LeaveCriticalSection(&runner_cs);
     if (wait) end_pool_wait(wait);
+}
+
+static void deferred_watch_job(struct thread_job *job)
+{
+    struct deferred_watch *deferred = CONTAINING_RECORD(job, struct deferred_watch, job);
+
+    EnterCriticalSection(&runner_cs);
+    if (deferred->run)
+    {
+        deferred->run->deferred = NULL;
+        runner_watch(deferred->run);
+    }
+    LeaveCriticalSection(&runner_cs);
+    HeapFree(GetProcessHeap(), 0, deferred);
+}
+
+/*
+ * Registering a pool wait costs Wine a round trip to its server (the pool's
+ * wait thread is told), and so does handing work to the thread pool: each
+ * about as long as the rest of a cancel.  A released caller leaves the
+ * registration to an engine thread, woken by an address wait (no round
+ * trip), and goes back at once.  FALSE when no engine thread takes it.
+ */
+static BOOL defer_watch(struct run *run)
+{
+    struct deferred_watch *deferred;
+
+    if (!(deferred = HeapAlloc(GetProcessHeap(), 0, sizeof(*deferred)))) return FALSE;
+    deferred->job.run = deferred_watch_job;
+    deferred->run = run;
+    EnterCriticalSection(&runner_cs);
+    run->deferred = deferred;
+    LeaveCriticalSection(&runner_cs);
+    if (runner_submit_job(&deferred->job)) return TRUE;
+    EnterCriticalSection(&runner_cs);
+    run->deferred = NULL;
+    LeaveCriticalSection(&runner_cs);
+    HeapFree(GetProcessHeap(), 0, deferred);
+    return FALSE;
 }
 
 /* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */
 void runner_abandon(struct run *run)
 {
     cc_run_set(&run->state, CC_RUN_DISCARD);
-    runner_watch(run);
     EnterCriticalSection(&runner_cs);
     run->next_abandoned = abandoned_runs;
     abandoned_runs = run;
     InterlockedIncrement(&abandoned_count);
     LeaveCriticalSection(&runner_cs);
     if (abandon_hook && run->owner_tid == GetCurrentThreadId()) abandon_hook();
+    if (!defer_watch(run)) runner_watch(run);
 }
 
 /* Lets a parked run whose reply has arrived go to its end and frees it (its thread only). */

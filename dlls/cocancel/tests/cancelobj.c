@@ -606,6 +606,81 @@ static void test_concurrent_lookup(void)
     ok(ICancelMethodCalls_Release(churn.cancel) == 0, "references leaked\n");
 }
 
+/* A program's own cancel object, which counts the cancels it is asked for. */
+static LONG counted_cancels;
+static HRESULT WINAPI counted_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    InterlockedIncrement(&counted_cancels);
+    return S_OK;
+}
+static const ICancelMethodCallsVtbl counted_vtbl =
+{
+    foreign_QueryInterface, foreign_AddRef, foreign_Release, counted_Cancel, foreign_TestCancel,
+};
+static ICancelMethodCalls counted = { &counted_vtbl };
+
+struct doomed
+{
+    ICancelMethodCalls *cancel;
+    HANDLE registered, never;
+    HRESULT set_hr;
+};
+
+/* Registers a cancel object and waits to be terminated (it never detaches). */
+static DWORD WINAPI doomed_thread(void *arg)
+{
+    struct doomed *doomed = arg;
+
+    doomed->set_hr = CoSetCancelObject((IUnknown *)doomed->cancel);
+    SetEvent(doomed->registered);
+    WaitForSingleObject(doomed->never, 30000);
+    return 0;
+}
+
+/*
+ * A thread terminated with a cancel object registered never runs its
+ * detach: its record stays behind.  CoCancelCall for its id answers
+ * E_NOINTERFACE as for any thread that is gone, whether it finds that out
+ * before the cancel (a program's object is never asked) or after it (the
+ * engine's own object, for an immediate cancel: the caller's release comes
+ * first), and the record goes, so the next look-up is clean too.
+ */
+static void test_terminated_thread(void)
+{
+    ICancelMethodCalls *own = NULL;
+    struct doomed doomed;
+    unsigned int i;
+    HANDLE thread;
+    DWORD tid;
+    HRESULT hr;
+
+    ok(CocancelCreateCancelObject(TRUE, &own) == S_OK, "no cancel object\n");
+    for (i = 0; i < 2 && own; i++)
+    {
+        winetest_push_context(i ? "the engine's object" : "a program's object");
+        doomed.cancel = i ? own : &counted;
+        doomed.registered = CreateEventW(NULL, TRUE, FALSE, NULL);
+        doomed.never = CreateEventW(NULL, TRUE, FALSE, NULL);
+        counted_cancels = 0;
+        thread = CreateThread(NULL, 0, doomed_thread, &doomed, 0, &tid);
+        ok(!WaitForSingleObject(doomed.registered, 5000), "the thread did not start\n");
+        ok(doomed.set_hr == S_OK, "CoSetCancelObject got %#lx\n", doomed.set_hr);
+        ok(TerminateThread(thread, 1), "TerminateThread failed\n");
+        ok(!WaitForSingleObject(thread, 5000), "the thread did not end\n");
+        hr = CoCancelCall(tid, 0);
+        ok(hr == E_NOINTERFACE, "CoCancelCall got %#lx\n", hr);
+        ok(!counted_cancels, "the program's object was asked to cancel %ld times\n", counted_cancels);
+        hr = CoCancelCall(tid, 1);
+        ok(hr == E_NOINTERFACE, "CoCancelCall with a grace period got %#lx\n", hr);
+        ok(!counted_cancels, "the program's object was asked to cancel %ld times\n", counted_cancels);
+        CloseHandle(thread);
+        CloseHandle(doomed.registered);
+        CloseHandle(doomed.never);
+        winetest_pop_context();
+    }
+    if (own) ICancelMethodCalls_Release(own);
+}
+
 START_TEST(cancelobj)
 {
     test_status();
@@ -614,4 +689,5 @@ START_TEST(cancelobj)
     test_wait_released_by_cancel();
     test_bad_input();
     test_concurrent_lookup();
+    test_terminated_thread();
 }

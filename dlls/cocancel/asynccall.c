@@ -257,6 +257,13 @@ struct call_object
     LONG lazy_signal;
     LONG event_maybe_set;           /* to reset at the next Begin_ */
     LONG wake_event_set;
+    /*
+     * Finish_ waits on its fiber (wait_inline) with the wake event: only
+     * then does a cancel or a reply taken by the pool set it.  Finish_ sets
+     * this before it looks at the call's state, the waker after changing
+     * it, so one of them always sees the other.
+     */
+    LONG finish_waits;
     struct fiber_call *call;
 };
 
@@ -276,6 +283,7 @@ static void set_event(struct call_object *obj)
 /* Wakes a Finish_ that waits for the reply itself. */
 static void wake_finish(struct call_object *obj)
 {
+    if (!InterlockedCompareExchange(&obj->finish_waits, 0, 0)) return;
     InterlockedExchange(&obj->wake_event_set, 1);
     SetEvent(obj->wake_event);
 }
@@ -686,7 +694,8 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
     unsigned int i;
     HRESULT hr;
 
-    runner_reap();
+    /* No reaping of this thread's abandoned calls here: that waits for the
+     * next Begin_, so that a cancelled call's Finish_ returns at once. */
     EnterCriticalSection(&call_lock);
     fc = obj->call;
     LeaveCriticalSection(&call_lock);
@@ -698,6 +707,7 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
             return HRESULT_FROM_WIN32(RPC_X_NULL_REF_POINTER);
 
     if (cc_run_test(&fc->run.state, CC_RUN_ACTIVE)) return RPC_S_CALLPENDING;  /* Finish_ from inside its own wait's message pump */
+    InterlockedExchange(&obj->finish_waits, 1);
     if (cc_run_test(&fc->run.state, CC_RUN_HAS_PARKED) && !cc_run_test(&fc->run.state, CC_RUN_REPLIED) &&
         cc_call_state(&obj->state) == CC_PENDING)
     {
@@ -705,6 +715,7 @@ static HRESULT finish_call(struct call_object *obj, unsigned int k, const BYTE *
         cc_run_set(&fc->run.state, CC_RUN_INLINE);
         runner_resume(&fc->run);
     }
+    InterlockedExchange(&obj->finish_waits, 0);
     state = cc_call_state(&obj->state);
     if (state != CC_COMPLETE && state != CC_CANCELLED)
     {

@@ -685,12 +685,32 @@ static void test_parameters(ICcAsyncTest *proxy)
     AsyncICcAsyncTest_Release(call);
 }
 
+struct late_cancel
+{
+    ICancelMethodCalls *cancel;
+    HANDLE go;
+    HRESULT hr;
+};
+
+/* Cancels the call once Finish_ has had the time to start waiting for it. */
+static DWORD WINAPI late_cancel_thread(void *arg)
+{
+    struct late_cancel *late = arg;
+
+    WaitForSingleObject(late->go, 10000);
+    Sleep(100);
+    late->hr = ICancelMethodCalls_Cancel(late->cancel, 0);
+    return 0;
+}
+
 static void test_cancel(ICcAsyncTest *proxy)
 {
     AsyncICcAsyncTest *call;
     ICancelMethodCalls *cancel;
     ISynchronize *sync;
     DWORD seen = 0xdead, start, elapsed;
+    APTTYPEQUALIFIER apt_qualifier;
+    APTTYPE apt_type;
     int sum = 0;
     HRESULT hr;
 
@@ -776,6 +796,32 @@ static void test_cancel(ICcAsyncTest *proxy)
     ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
     hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
     ok(hr == S_OK && sum == 15, "Finish_Add after an ignored cancel got %#lx, %d\n", hr, sum);
+
+    /* Finish_ already waiting for the reply when another thread of its
+     * apartment (the MTA) cancels: the cancel wakes it. */
+    if (SUCCEEDED(CoGetApartmentType(&apt_type, &apt_qualifier)) && apt_type == APTTYPE_MTA)
+    {
+        struct late_cancel late = { cancel, CreateEventW(NULL, TRUE, FALSE, NULL), E_FAIL };
+        HANDLE thread;
+
+        ResetEvent(server.slow_started);
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 5000);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        ok(!WaitForSingleObject(server.slow_started, 5000), "the server did not start\n");
+        thread = CreateThread(NULL, 0, late_cancel_thread, &late, 0, NULL);
+        start = GetTickCount();
+        SetEvent(late.go);
+        seen = 0xdead;
+        hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+        elapsed = GetTickCount() - start;
+        ok(hr == RPC_E_CALL_CANCELED, "Finish_ woken by a cancel got %#lx\n", hr);
+        ok(elapsed < 2000, "Finish_ returned after %lu ms\n", elapsed);
+        ok(seen == 0, "[out] value %lu after a cancel\n", seen);
+        ok(!WaitForSingleObject(thread, 5000), "the cancelling thread did not end\n");
+        ok(late.hr == S_OK, "Cancel got %#lx\n", late.hr);
+        CloseHandle(thread);
+        CloseHandle(late.go);
+    }
 
     /* Cancel right after Begin_. */
     hr = AsyncICcAsyncTest_Begin_Slow(call, 3000);

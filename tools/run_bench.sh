@@ -58,7 +58,7 @@ timeout 1800 "$WINE" ole32_test.exe firstcall "${FIRST_CALLS:-20}" 2>/dev/null |
 echo "soak ($SOAK_CYCLES Begin_/Cancel/Finish_ cycles) ..." >&2
 cp "$top/build/x86_64/stress.exe" "$WINEPREFIX/drive_c/bench/"
 timeout 3600 "$WINE" stress.exe asyncsoak "$SOAK_CYCLES" 2>/dev/null | tr -d '\r' |
-    sed -n 's/.*soak: \([0-9]*\) cycles, heap in use \([-+0-9]*\) KiB, committed private \([-+0-9]*\) KiB, resident \([-+0-9]*\) KiB, handles \([-+0-9]*\), threads \([-+0-9]*\).*/soak\tMTA->STA in-proc\t\1\t\2\t\3\t\4\t\5\t\6/p' > "$out/soak.tsv"
+    sed -n 's/.*soak: \([0-9]*\) cycles, heap in use \([-+0-9]*\) KiB\( ([^)]*)\)\{0,1\}, committed private \([-+0-9]*\) KiB, resident \([-+0-9]*\) KiB, handles \([-+0-9]*\), threads \([-+0-9]*\).*/soak\tMTA->STA in-proc\t\1\t\2\t\4\t\5\t\6\t\7/p' > "$out/soak.tsv"
 sh "$top/tools/setup_cocancel.sh" uninstall >/dev/null
 "$WINESERVER" -k >/dev/null 2>&1
 fi

@@ -743,7 +743,9 @@ static SLIST_HEADER job_queue;
 /* Bumped for each job queued; idle threads wait for it to change.  Address
  * waits, unlike kernel objects, cost Wine no round trip to its server. */
 static LONG job_sequence;
+/* Engine threads not running a job: waiting for one, or still starting. */
 static LONG idle_threads;
+static LONG engine_started;
 
 static DWORD WINAPI engine_thread(void *arg)
 {
@@ -751,7 +753,6 @@ static DWORD WINAPI engine_thread(void *arg)
     {
         struct thread_job *job;
 
-        InterlockedIncrement(&idle_threads);
         for (;;)
         {
             LONG seen = InterlockedCompareExchange(&job_sequence, 0, 0);
@@ -760,22 +761,50 @@ static DWORD WINAPI engine_thread(void *arg)
             WaitOnAddress(&job_sequence, &seen, sizeof(seen), INFINITE);
         }
         job->run(job);
+        InterlockedIncrement(&idle_threads);
     }
     return 0;
+}
+
+/* A new engine thread, counted idle from the start: a job queued now is its when it runs. */
+static BOOL start_engine_thread(void)
+{
+    HANDLE thread;
+
+    InterlockedIncrement(&idle_threads);
+    if (!(thread = CreateThread(NULL, 0, engine_thread, NULL, 0, NULL)))
+    {
+        InterlockedDecrement(&idle_threads);
+        return FALSE;
+    }
+    InterlockedExchange(&engine_started, 1);
+    CloseHandle(thread);
+    return TRUE;
+}
+
+/*
+ * A thread is about to make a call that a cancel may leave behind: the
+ * first engine thread of the process is started now, without waiting for
+ * it, so that a released caller never pays for a thread's creation (it
+ * hands the abandoned call's clean-up to an engine thread, see
+ * defer_watch).  Only for calls that can be cancelled: a program that never
+ * cancels gets no thread.
+ */
+void runner_expect_jobs(void)
+{
+    if (InterlockedCompareExchange(&engine_started, 0, 0)) return;
+    if (InterlockedCompareExchange(&engine_started, 2, 0)) return;
+    if (!start_engine_thread()) InterlockedExchange(&engine_started, 0);
 }
 
 /* Runs job on an engine thread of its own (each job may block for long). */
 BOOL runner_submit_job(struct thread_job *job)
 {
-    HANDLE thread;
-
     if (InterlockedDecrement(&idle_threads) < 0)
     {
         InterlockedIncrement(&idle_threads);
-        if (!(thread = CreateThread(NULL, 0, engine_thread, NULL, 0, NULL))) return FALSE;
-        CloseHandle(thread);
-        /* The new thread counts itself idle before it waits; claim it. */
-        while (InterlockedCompareExchange(&idle_threads, 0, 0) <= 0) Sleep(0);
+        if (!start_engine_thread()) return FALSE;
+        /* Claim the new thread: it takes the job when it starts. */
         InterlockedDecrement(&idle_threads);
     }
     InterlockedPushEntrySList(&job_queue, &job->entry);

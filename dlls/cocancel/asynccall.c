@@ -618,7 +618,7 @@ static HRESULT begin_call(struct call_object *obj, unsigned int k, const BYTE *f
     if (cc_call_begin(&obj->state, TRUE) != CC_OK) return RPC_S_CALLPENDING;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     cancelring_prepare();
-    runner_expect_jobs();
+    runner_expect_abandon();
     InterlockedExchange(&obj->lazy_signal, 0);
     if (InterlockedExchange(&obj->event_maybe_set, 0)) ResetEvent(obj->event);
     if (InterlockedExchange(&obj->wake_event_set, 0)) ResetEvent(obj->wake_event);

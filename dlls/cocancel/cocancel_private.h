@@ -239,7 +239,7 @@ void runner_reap_wait(DWORD timeout);
 DWORD runner_abandoned(void);
 HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);
 BOOL runner_submit_job(struct thread_job *job);
-void runner_expect_jobs(void);
+void runner_expect_abandon(void);
 DWORD WINAPI runner_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,
                                              BOOL alertable);
 DWORD WINAPI runner_MsgWaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, DWORD timeout,

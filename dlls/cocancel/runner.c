@@ -222,12 +222,18 @@ static void end_pool_wait(HANDLE wait)
     CloseHandle(done);
 }
 
-/* A pool wait that an engine thread registers for an abandoned run (runner_abandon). */
+/* A pool wait that the registrar thread registers for an abandoned run (runner_abandon). */
 struct deferred_watch
 {
-    struct thread_job job;          /* for an engine thread */
+    SLIST_ENTRY entry;              /* in watch_queue */
     struct run *run;                /* NULL once the run no longer wants it */
 };
+
+static SLIST_HEADER watch_queue;
+/* Bumped for each watch queued; the registrar waits for it to change (an
+ * address wait: no round trip to Wine's server to wake it). */
+static LONG watch_sequence;
+static LONG registrar_state;        /* 0 none, 1 starting or running, 2 could not start */
 
 /* Takes back the run's pool wait, registered or still to be; under runner_cs. */
 static HANDLE take_pool_wait(struct run *run)
@@ -305,43 +311,68 @@ void runner_unwatch(struct run *run)
     if (wait) end_pool_wait(wait);
 }
 
-static void deferred_watch_job(struct thread_job *job)
+/* The registrar: one thread of the process registers the pool waits of abandoned runs, in turn. */
+static DWORD WINAPI registrar_thread(void *arg)
 {
-    struct deferred_watch *deferred = CONTAINING_RECORD(job, struct deferred_watch, job);
+    struct deferred_watch *deferred;
 
-    EnterCriticalSection(&runner_cs);
-    if (deferred->run)
+    for (;;)
     {
-        deferred->run->deferred = NULL;
-        runner_watch(deferred->run);
+        LONG seen = InterlockedCompareExchange(&watch_sequence, 0, 0);
+
+        while ((deferred = (struct deferred_watch *)InterlockedPopEntrySList(&watch_queue)))
+        {
+            EnterCriticalSection(&runner_cs);
+            if (deferred->run)
+            {
+                deferred->run->deferred = NULL;
+                runner_watch(deferred->run);
+            }
+            LeaveCriticalSection(&runner_cs);
+            _aligned_free(deferred);
+        }
+        WaitOnAddress(&watch_sequence, &seen, sizeof(seen), INFINITE);
     }
-    LeaveCriticalSection(&runner_cs);
-    HeapFree(GetProcessHeap(), 0, deferred);
+    return 0;
+}
+
+/* Starts the registrar once; FALSE if there is none. */
+static BOOL start_registrar(void)
+{
+    HANDLE thread;
+    LONG state = InterlockedCompareExchange(&registrar_state, 1, 0);
+
+    if (state) return state == 1;
+    if (!(thread = CreateThread(NULL, 0, registrar_thread, NULL, 0, NULL)))
+    {
+        InterlockedExchange(&registrar_state, 2);
+        return FALSE;
+    }
+    CloseHandle(thread);
+    return TRUE;
 }
 
 /*
  * Registering a pool wait costs Wine a round trip to its server (the pool's
  * wait thread is told), and so does handing work to the thread pool: each
  * about as long as the rest of a cancel.  A released caller leaves the
- * registration to an engine thread, woken by an address wait (no round
- * trip), and goes back at once.  FALSE when no engine thread takes it.
+ * registration to the registrar thread, woken by an address wait (no round
+ * trip), and goes back at once.  FALSE when there is no registrar.
  */
 static BOOL defer_watch(struct run *run)
 {
     struct deferred_watch *deferred;
 
-    if (!(deferred = HeapAlloc(GetProcessHeap(), 0, sizeof(*deferred)))) return FALSE;
-    deferred->job.run = deferred_watch_job;
+    if (!start_registrar()) return FALSE;
+    if (!(deferred = _aligned_malloc(sizeof(*deferred), MEMORY_ALLOCATION_ALIGNMENT))) return FALSE;
     deferred->run = run;
     EnterCriticalSection(&runner_cs);
     run->deferred = deferred;
     LeaveCriticalSection(&runner_cs);
-    if (runner_submit_job(&deferred->job)) return TRUE;
-    EnterCriticalSection(&runner_cs);
-    run->deferred = NULL;
-    LeaveCriticalSection(&runner_cs);
-    HeapFree(GetProcessHeap(), 0, deferred);
-    return FALSE;
+    InterlockedPushEntrySList(&watch_queue, &deferred->entry);
+    InterlockedIncrement(&watch_sequence);
+    WakeByAddressSingle(&watch_sequence);
+    return TRUE;
 }
 
 /* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */
@@ -745,7 +776,6 @@ static SLIST_HEADER job_queue;
 static LONG job_sequence;
 /* Engine threads not running a job: waiting for one, or still starting. */
 static LONG idle_threads;
-static LONG engine_started;
 
 static DWORD WINAPI engine_thread(void *arg)
 {
@@ -777,24 +807,20 @@ static BOOL start_engine_thread(void)
         InterlockedDecrement(&idle_threads);
         return FALSE;
     }
-    InterlockedExchange(&engine_started, 1);
     CloseHandle(thread);
     return TRUE;
 }
 
 /*
  * A thread is about to make a call that a cancel may leave behind: the
- * first engine thread of the process is started now, without waiting for
- * it, so that a released caller never pays for a thread's creation (it
- * hands the abandoned call's clean-up to an engine thread, see
- * defer_watch).  Only for calls that can be cancelled: a program that never
- * cancels gets no thread.
+ * registrar is started now, without waiting for it, so that a released
+ * caller never pays for a thread's creation (it hands the abandoned call's
+ * clean-up to the registrar, see defer_watch).  Only for calls that can be
+ * cancelled: a program that never cancels gets no thread.
  */
-void runner_expect_jobs(void)
+void runner_expect_abandon(void)
 {
-    if (InterlockedCompareExchange(&engine_started, 0, 0)) return;
-    if (InterlockedCompareExchange(&engine_started, 2, 0)) return;
-    if (!start_engine_thread()) InterlockedExchange(&engine_started, 0);
+    if (!InterlockedCompareExchange(&registrar_state, 0, 0)) start_registrar();
 }
 
 /* Runs job on an engine thread of its own (each job may block for long). */
@@ -818,6 +844,7 @@ BOOL runner_init(void (*on_abandon)(void))
     abandon_hook = on_abandon;
     InitializeCriticalSection(&runner_cs);
     InitializeSListHead(&job_queue);
+    InitializeSListHead(&watch_queue);
     run_tls = TlsAlloc();
     fibers_tls = TlsAlloc();
     return run_tls != TLS_OUT_OF_INDEXES && fibers_tls != TLS_OUT_OF_INDEXES;

@@ -242,7 +242,7 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
     wrapped = wrapper != NULL;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     if (cancellable || wrapped) cancelring_prepare();
-    if (cancellable) runner_expect_jobs();
+    if (cancellable) runner_expect_abandon();
     /*
      * A call that only the message filter can cancel, and that goes through
      * rpcrt4, runs as Wine runs it, on the caller's stack: the filter's

@@ -7,7 +7,11 @@
  * their own - a call that is cancelled meanwhile returns only once the
  * handler has returned.  The server here sends the client's window a
  * message while it runs the call.  Every case runs with cancellation
- * enabled and disabled; the cancelled case needs CoCancelCall.
+ * enabled and disabled; the cancelled case needs CoCancelCall.  A thread
+ * that is not a fiber stays one that is not, during the call (where the
+ * handler and the message filter run) and after it, as on stock Wine, and
+ * the handler has the thread's whole stack: it recurses deeper than any
+ * private stack an implementation might lend it.
  */
 
 #include <stdarg.h>
@@ -35,6 +39,9 @@ static struct
     void *handler_stack_base, *handler_local;
     HRESULT handler_wait_hr;
     DWORD handler_index;
+    BOOL handler_is_fiber, filter_is_fiber;
+    LONG filter_calls;
+    unsigned int handler_depth;     /* how deep the handler recursed, in 4 KiB frames */
     LONG sequence, handler_done_at, call_returned_at;
 } test;
 
@@ -80,6 +87,20 @@ static const IClassFactoryVtbl factory_vtbl =
 
 static IClassFactory factory = { &factory_vtbl };
 
+/* Uses about 4 KiB of stack a level; returns how many levels it went. */
+static unsigned int __attribute__((noinline)) recurse(unsigned int levels)
+{
+    volatile char frame[4000];
+    unsigned int depth;
+
+    frame[0] = (char)levels;
+    frame[sizeof(frame) - 1] = frame[0];
+    depth = levels ? recurse(levels - 1) + 1 : 0;
+    return depth + (frame[sizeof(frame) - 1] != (char)levels);
+}
+
+#define HANDLER_LEVELS 96   /* 384 KiB: more than a 256 KiB worker stack, far less than the thread's */
+
 static LRESULT CALLBACK client_wndproc(HWND hwnd, UINT msg, WPARAM wparam, LPARAM lparam)
 {
     int local;
@@ -87,6 +108,8 @@ static LRESULT CALLBACK client_wndproc(HWND hwnd, UINT msg, WPARAM wparam, LPARA
     if (msg != WM_PROBE) return DefWindowProcW(hwnd, msg, wparam, lparam);
     test.handler_stack_base = stack_base();
     test.handler_local = &local;
+    test.handler_is_fiber = IsThreadAFiber();
+    test.handler_depth = recurse(HANDLER_LEVELS);
     if (test.handler_waits)
     {
         SetEvent(test.handler_waiting);
@@ -117,14 +140,56 @@ static DWORD WINAPI host_thread(void *arg)
     return 0;
 }
 
+/* A message filter as MFC's AfxOleInit registers one: it never cancels. */
+static HRESULT WINAPI filter_QueryInterface(IMessageFilter *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IMessageFilter))
+    {
+        *ppv = iface;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI filter_AddRef(IMessageFilter *iface) { return 2; }
+static ULONG WINAPI filter_Release(IMessageFilter *iface) { return 1; }
+
+static DWORD WINAPI filter_HandleInComingCall(IMessageFilter *iface, DWORD type, HTASK caller, DWORD ticks,
+                                              INTERFACEINFO *info)
+{
+    return SERVERCALL_ISHANDLED;
+}
+
+static DWORD WINAPI filter_RetryRejectedCall(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
+{
+    return ~0u;
+}
+
+static DWORD WINAPI filter_MessagePending(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
+{
+    InterlockedIncrement(&test.filter_calls);
+    if (IsThreadAFiber()) test.filter_is_fiber = TRUE;
+    return PENDINGMSG_WAITDEFPROCESS;
+}
+
+static const IMessageFilterVtbl filter_vtbl =
+{
+    filter_QueryInterface, filter_AddRef, filter_Release, filter_HandleInComingCall, filter_RetryRejectedCall,
+    filter_MessagePending,
+};
+
+static IMessageFilter filter = { &filter_vtbl };
+
 struct client
 {
     struct host *host;
-    BOOL enable;
+    BOOL enable, filter;
     DWORD tid;
     HANDLE ready, thread;
     void *stack_base;
     HRESULT hr;
+    BOOL fiber_after;               /* the thread was a fiber after the call */
 };
 
 static DWORD WINAPI client_thread(void *arg)
@@ -136,6 +201,7 @@ static DWORD WINAPI client_thread(void *arg)
     CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
     test.client_window = CreateWindowW(L"cocancel_handlers", NULL, 0, 0, 0, 0, 0, HWND_MESSAGE, NULL, NULL, NULL);
     if (client->enable) CoEnableCallCancellation(NULL);
+    if (client->filter) CoRegisterMessageFilter(&filter, NULL);
     client->stack_base = stack_base();
     client->hr = CoGetInterfaceAndReleaseStream(client->host->stream, &IID_IClassFactory, (void **)&proxy);
     SetEvent(client->ready);
@@ -143,15 +209,17 @@ static DWORD WINAPI client_thread(void *arg)
     {
         client->hr = IClassFactory_CreateInstance(proxy, NULL, &IID_IUnknown, (void **)&unk);
         test.call_returned_at = InterlockedIncrement(&test.sequence);
+        client->fiber_after = IsThreadAFiber();
         IClassFactory_Release(proxy);
     }
+    if (client->filter) CoRegisterMessageFilter(NULL, NULL);
     if (client->enable) CoDisableCallCancellation(NULL);
     DestroyWindow(test.client_window);
     CoUninitialize();
     return 0;
 }
 
-static void start(struct host *host, struct client *client, BOOL enable, BOOL handler_waits)
+static void start(struct host *host, struct client *client, BOOL enable, BOOL filter, BOOL handler_waits)
 {
     host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
     host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
@@ -165,8 +233,12 @@ static void start(struct host *host, struct client *client, BOOL enable, BOOL ha
     test.handler_stack_base = test.handler_local = NULL;
     test.handler_wait_hr = 0xdeadbeef;
     test.handler_done_at = test.call_returned_at = 0;
+    test.handler_is_fiber = test.filter_is_fiber = FALSE;
+    test.filter_calls = 0;
+    test.handler_depth = 0;
     client->host = host;
     client->enable = enable;
+    client->filter = filter;
     client->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
     client->thread = CreateThread(NULL, 0, client_thread, client, 0, &client->tid);
     ok(!WaitForSingleObject(client->ready, 10000), "the client did not start\n");
@@ -187,13 +259,14 @@ static void stop(struct host *host, struct client *client)
 }
 
 /* A window procedure that runs during the call runs on the caller's own stack. */
-static void test_handler_stack(BOOL enable)
+static void test_handler_stack(BOOL enable, BOOL filter)
 {
     struct client client = { 0 };
     struct host host = { 0 };
 
-    winetest_push_context("cancellation %s", enable ? "enabled" : "disabled");
-    start(&host, &client, enable, FALSE);
+    winetest_push_context("cancellation %s, %s", enable ? "enabled" : "disabled",
+                          filter ? "a message filter" : "no message filter");
+    start(&host, &client, enable, filter, FALSE);
     ok(!WaitForSingleObject(client.thread, 15000), "the call did not end\n");
     ok(client.hr == S_FALSE, "the call got %#lx\n", client.hr);
     ok(test.handler_done_at != 0, "the window procedure did not run during the call\n");
@@ -203,6 +276,15 @@ static void test_handler_stack(BOOL enable)
        (char *)test.handler_local > (char *)client.stack_base - 8 * 1024 * 1024,
        "the window procedure's frame %p is not on the caller's stack (base %p)\n", test.handler_local,
        client.stack_base);
+    ok(test.handler_depth == HANDLER_LEVELS, "the window procedure recursed %u levels of %u\n",
+       test.handler_depth, HANDLER_LEVELS);
+    ok(!test.handler_is_fiber, "the thread was a fiber in the window procedure\n");
+    ok(!client.fiber_after, "the thread was a fiber after the call\n");
+    if (filter)
+    {
+        ok(test.filter_calls > 0, "the message filter was not consulted\n");
+        ok(!test.filter_is_fiber, "the thread was a fiber in the message filter\n");
+    }
     stop(&host, &client);
     winetest_pop_context();
 }
@@ -218,7 +300,7 @@ static void test_handler_wait_cancelled(void)
     struct host host = { 0 };
     HRESULT hr;
 
-    start(&host, &client, TRUE, TRUE);
+    start(&host, &client, TRUE, FALSE, TRUE);
     ok(!WaitForSingleObject(test.handler_waiting, 10000), "the window procedure did not run\n");
     hr = pCoCancelCall(client.tid, 0);
     ok(hr == S_OK, "CoCancelCall got %#lx\n", hr);
@@ -248,8 +330,10 @@ START_TEST(handlers)
     test.handler_waiting = CreateEventW(NULL, TRUE, FALSE, NULL);
     test.handler_event = CreateEventW(NULL, TRUE, FALSE, NULL);
 
-    test_handler_stack(FALSE);
-    test_handler_stack(TRUE);
+    test_handler_stack(FALSE, FALSE);
+    test_handler_stack(TRUE, FALSE);
+    test_handler_stack(FALSE, TRUE);
+    test_handler_stack(TRUE, TRUE);
     if (pCoCancelCall) test_handler_wait_cancelled();
     else skip("CoCancelCall is not available\n");
 

@@ -29,6 +29,13 @@
 #define WM_PROBE (WM_USER + 7)
 
 static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
+static BOOL (WINAPI *pIsThreadAFiber)(void);
+
+/* Wine's headers do not declare IsThreadAFiber; kernel32 exports it. */
+static BOOL is_fiber(void)
+{
+    return pIsThreadAFiber && pIsThreadAFiber();
+}
 
 static struct
 {
@@ -108,7 +115,7 @@ static LRESULT CALLBACK client_wndproc(HWND hwnd, UINT msg, WPARAM wparam, LPARA
     if (msg != WM_PROBE) return DefWindowProcW(hwnd, msg, wparam, lparam);
     test.handler_stack_base = stack_base();
     test.handler_local = &local;
-    test.handler_is_fiber = IsThreadAFiber();
+    test.handler_is_fiber = is_fiber();
     test.handler_depth = recurse(HANDLER_LEVELS);
     if (test.handler_waits)
     {
@@ -169,7 +176,7 @@ static DWORD WINAPI filter_RetryRejectedCall(IMessageFilter *iface, HTASK callee
 static DWORD WINAPI filter_MessagePending(IMessageFilter *iface, HTASK callee, DWORD ticks, DWORD type)
 {
     InterlockedIncrement(&test.filter_calls);
-    if (IsThreadAFiber()) test.filter_is_fiber = TRUE;
+    if (is_fiber()) test.filter_is_fiber = TRUE;
     return PENDINGMSG_WAITDEFPROCESS;
 }
 
@@ -209,7 +216,7 @@ static DWORD WINAPI client_thread(void *arg)
     {
         client->hr = IClassFactory_CreateInstance(proxy, NULL, &IID_IUnknown, (void **)&unk);
         test.call_returned_at = InterlockedIncrement(&test.sequence);
-        client->fiber_after = IsThreadAFiber();
+        client->fiber_after = is_fiber();
         IClassFactory_Release(proxy);
     }
     if (client->filter) CoRegisterMessageFilter(NULL, NULL);
@@ -322,6 +329,8 @@ START_TEST(handlers)
     WNDCLASSW cls = { 0 };
 
     pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
+    pIsThreadAFiber = (void *)GetProcAddress(GetModuleHandleA("kernel32.dll"), "IsThreadAFiber");
+    ok(pIsThreadAFiber != NULL, "kernel32 lacks IsThreadAFiber\n");
     cls.lpfnWndProc = client_wndproc;
     cls.lpszClassName = L"cocancel_handlers";
     RegisterClassW(&cls);

@@ -242,6 +242,17 @@ void cancelobj_thread_detach(void)
 }
 
 
+/* The innermost object of the record's stack, referenced, or NULL. */
+static IUnknown *record_top(struct thread_record *record)
+{
+    IUnknown *unk;
+
+    AcquireSRWLockShared(&record->lock);
+    if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
+    ReleaseSRWLockShared(&record->lock);
+    return unk;
+}
+
 /* The innermost cancel object of thread tid (0: this thread), referenced; NULL if it has none. */
 IUnknown *cancelobj_stack_top(DWORD tid)
 {
@@ -249,9 +260,7 @@ IUnknown *cancelobj_stack_top(DWORD tid)
     IUnknown *unk;
 
     if (!(record = find_thread_record(tid, TRUE))) return NULL;
-    AcquireSRWLockShared(&record->lock);
-    if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
-    ReleaseSRWLockShared(&record->lock);
+    unk = record_top(record);
     record_release(record);
     return unk;
 }
@@ -475,25 +484,21 @@ static const ICancelMethodCallsVtbl cancel_object_vtbl =
  */
 HRESULT cancelobj_cancel_thread(DWORD tid, ULONG seconds)
 {
+    /* The calling thread's own record needs no check: it is running. */
+    BOOL self = !tid || tid == GetCurrentThreadId(), check_after;
     struct thread_record *record;
     ICancelMethodCalls *cancel;
-    BOOL own_object, checked;
     IUnknown *unk;
     HRESULT hr;
 
     if (!(record = find_thread_record(tid, FALSE))) return E_NOINTERFACE;
-    AcquireSRWLockShared(&record->lock);
-    if ((unk = cc_stack_top(&record->stack))) IUnknown_AddRef(unk);
-    ReleaseSRWLockShared(&record->lock);
-    if (!unk)
+    if (!(unk = record_top(record)))
     {
         record_release(record);
         return E_NOINTERFACE;
     }
-    own_object = checked_cancel_object((ICancelMethodCalls *)unk) != NULL;
-    /* The calling thread's own record needs no check: it is running. */
-    checked = !tid || tid == GetCurrentThreadId() || (own_object && !seconds);
-    if (!checked && !record_owner_alive(record))
+    check_after = !self && !seconds && checked_cancel_object((ICancelMethodCalls *)unk);
+    if (!self && !check_after && !record_owner_alive(record))
     {
         IUnknown_Release(unk);
         record_drop_dead(record);
@@ -506,7 +511,7 @@ HRESULT cancelobj_cancel_thread(DWORD tid, ULONG seconds)
         hr = ICancelMethodCalls_Cancel(cancel, seconds);
         ICancelMethodCalls_Release(cancel);
     }
-    if (checked && tid && tid != GetCurrentThreadId() && !record_owner_alive(record))
+    if (check_after && !record_owner_alive(record))
     {
         record_drop_dead(record);
         return E_NOINTERFACE;

@@ -774,7 +774,7 @@ static SLIST_HEADER job_queue;
 /* Bumped for each job queued; idle threads wait for it to change.  Address
  * waits, unlike kernel objects, cost Wine no round trip to its server. */
 static LONG job_sequence;
-/* Engine threads not running a job: waiting for one, or still starting. */
+/* Engine threads waiting for a job. */
 static LONG idle_threads;
 
 static DWORD WINAPI engine_thread(void *arg)
@@ -796,21 +796,6 @@ static DWORD WINAPI engine_thread(void *arg)
     return 0;
 }
 
-/* A new engine thread, counted idle from the start: a job queued now is its when it runs. */
-static BOOL start_engine_thread(void)
-{
-    HANDLE thread;
-
-    InterlockedIncrement(&idle_threads);
-    if (!(thread = CreateThread(NULL, 0, engine_thread, NULL, 0, NULL)))
-    {
-        InterlockedDecrement(&idle_threads);
-        return FALSE;
-    }
-    CloseHandle(thread);
-    return TRUE;
-}
-
 /*
  * A thread is about to make a call that a cancel may leave behind: the
  * registrar is started now, without waiting for it, so that a released
@@ -826,12 +811,14 @@ void runner_expect_abandon(void)
 /* Runs job on an engine thread of its own (each job may block for long). */
 BOOL runner_submit_job(struct thread_job *job)
 {
+    HANDLE thread;
+
     if (InterlockedDecrement(&idle_threads) < 0)
     {
         InterlockedIncrement(&idle_threads);
-        if (!start_engine_thread()) return FALSE;
-        /* Claim the new thread: it takes the job when it starts. */
-        InterlockedDecrement(&idle_threads);
+        /* A new thread takes the job when it starts; it counts itself idle once the job is done. */
+        if (!(thread = CreateThread(NULL, 0, engine_thread, NULL, 0, NULL))) return FALSE;
+        CloseHandle(thread);
     }
     InterlockedPushEntrySList(&job_queue, &job->entry);
     InterlockedIncrement(&job_sequence);

@@ -35,6 +35,9 @@ extern "C" {
 #define COCANCEL_ROUTE_COMBASE_REAL  0x0020 /* combase implements the API itself: left alone */
 #define COCANCEL_ROUTE_CHANNEL       0x0040 /* proxied calls are intercepted (cancellable) */
 #define COCANCEL_ROUTE_ASYNC         0x0080 /* proxies answer ICallFactory (asynchronous calls) */
+#define COCANCEL_ROUTE_CALLS_REFUSED 0x0100 /* a proxied call showed Wine's channel works otherwise than
+                                               the engine relies on: calls run as Wine runs them, and
+                                               cannot be cancelled (ROUTE_CHANNEL is then clear) */
 
 /*
  * Bits of CocancelGetStatus()'s patch_points: the places in Wine the engine

@@ -11,7 +11,7 @@
 
 static HRESULT (WINAPI *p_CoGetCallContext)(REFIID riid, void **ppv);
 
-/* What apiroute.c puts where Wine lacks it. */
+/* What apiroute.c puts where Wine lacks it, in enum api_index order. */
 const struct api_export api_exports[COCANCEL_API_EXPORTS] =
 {
     { "CoCancelCall",      CoCancelCall },
@@ -32,7 +32,11 @@ HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
     IUnknown *unk;
     HRESULT hr;
 
+    HRESULT (WINAPI *wine)(DWORD, REFIID, void **) = apiroute_wine_function(API_GET_CANCEL_OBJECT);
+
     TRACE("%04lx, %s, %p\n", tid, cc_debugstr_guid(riid), ppv);
+
+    if (wine) return wine(tid, riid, ppv);
 
     if (!ppv) return E_INVALIDARG;
     *ppv = NULL;
@@ -55,8 +59,11 @@ HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
     ICancelMethodCalls *cancel;
     IUnknown *popped;
 
+    HRESULT (WINAPI *wine)(IUnknown *) = apiroute_wine_function(API_SET_CANCEL_OBJECT);
+
     TRACE("%p\n", unk);
 
+    if (wine) return wine(unk);
     if (!unk)
     {
         /* Released outside the stack's lock: the object's destructor is foreign code. */
@@ -80,8 +87,11 @@ HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
  */
 HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout)
 {
+    HRESULT (WINAPI *wine)(DWORD, ULONG) = apiroute_wine_function(API_CANCEL_CALL);
+
     TRACE("%04lx, %lu\n", tid, timeout);
 
+    if (wine) return wine(tid, timeout);
     return cancelobj_cancel_thread(tid, timeout);
 }
 
@@ -97,8 +107,11 @@ HRESULT WINAPI CoTestCancel(void)
     ICancelMethodCalls *cancel;
     HRESULT hr;
 
+    HRESULT (WINAPI *wine)(void) = apiroute_wine_function(API_TEST_CANCEL);
+
     TRACE("\n");
 
+    if (wine) return wine();
     if (!p_CoGetCallContext) return RPC_E_CALL_COMPLETE;
     if (FAILED(hr = p_CoGetCallContext(&IID_ICancelMethodCalls, (void **)&cancel))) return hr;
     hr = ICancelMethodCalls_TestCancel(cancel);
@@ -148,7 +161,8 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
         return E_INVALIDARG;
     status->routes = 0;
     apiroute_get_status(status);
-    if (applied & WINEPATCH_CHANNEL) status->routes |= COCANCEL_ROUTE_CHANNEL;
+    if (synccall_refused()) status->routes |= COCANCEL_ROUTE_CALLS_REFUSED;
+    else if ((applied & WINEPATCH_CHANNEL) && !apiroute_wine_has_api()) status->routes |= COCANCEL_ROUTE_CHANNEL;
     if ((applied & WINEPATCH_FACTORY) && (applied & WINEPATCH_MANAGER)) status->routes |= COCANCEL_ROUTE_ASYNC;
     status->refused_patches = winepatch_refused();
     if (status->size >= COCANCEL_STATUS_V2_SIZE) status->abandoned_calls = runner_abandoned();

@@ -16,8 +16,11 @@
  *    one.
  *
  * Nothing is written unless the bytes are exactly what is expected; a
- * mismatch is counted as refused and left alone.  Where combase implements a
- * function itself, the engine leaves it in place.
+ * mismatch is counted as refused and left alone.  If combase implements any
+ * of the four itself, the engine routes none of them: a second stack of
+ * cancel objects beside Wine's would disagree with it.  Its own exports
+ * then hand over to combase's, and its proxied calls push no cancel object
+ * (synccall.c).
  */
 
 #include <string.h>
@@ -28,6 +31,8 @@ static const struct api_export *routed_api;
 static unsigned int routed_count;
 
 static LONG routes;
+static BOOL wine_has_api;                           /* combase implements part of the API itself */
+static void *wine_api[COCANCEL_API_EXPORTS];        /* ... its functions, by enum api_index */
 static LONG repaired_imports;
 static HMODULE engine_module;
 
@@ -51,11 +56,33 @@ static const struct api_export *find_api(const char *name)
     return NULL;
 }
 
-/* Turns combase's stubs for the API into jumps to the engine. */
+BOOL apiroute_wine_has_api(void)
+{
+    return wine_has_api;
+}
+
+/* combase's own function when it implements part of the API (then all four are its), else NULL. */
+void *apiroute_wine_function(enum api_index index)
+{
+    return wine_has_api ? wine_api[index] : NULL;
+}
+
+/* Turns combase's stubs for the API into jumps to the engine, unless it implements one of them. */
 static void patch_combase(HMODULE combase)
 {
     unsigned int i;
 
+    for (i = 0; i < routed_count; i++)
+        if (winepatch_stub(WINEPATCH_API_STUBS, combase, routed_api[i].name, NULL) == STUB_NOT_A_STUB)
+            wine_has_api = TRUE;
+    if (wine_has_api)
+    {
+        /* api_exports is in enum api_index order. */
+        for (i = 0; i < routed_count; i++) wine_api[i] = (void *)GetProcAddress(combase, routed_api[i].name);
+        WARN("combase implements part of the cancellation API: Wine's is used, the engine adds none\n");
+        route_add(COCANCEL_ROUTE_COMBASE_REAL);
+        return;
+    }
     for (i = 0; i < routed_count; i++)
     {
         switch (winepatch_stub(WINEPATCH_API_STUBS, combase, routed_api[i].name, routed_api[i].function))
@@ -64,13 +91,13 @@ static void patch_combase(HMODULE combase)
             route_add(COCANCEL_ROUTE_COMBASE_STUBS);
             break;
         case STUB_NOT_A_STUB:
-            /* Either Wine implements it now (then it is left alone), or this
-             * is a layout we do not know; in both cases hands off. */
+            /* Changed since it was looked at: hands off. */
             route_add(COCANCEL_ROUTE_COMBASE_REAL);
             break;
         case STUB_REFUSED:
             return;
         case STUB_ABSENT:
+        case STUB_FOUND:
             break;
         }
     }
@@ -356,7 +383,7 @@ static void CALLBACK dll_notification(ULONG reason, const struct dll_notificatio
 {
     if (!data) return;
     /* Runs under the loader lock, after the DLL's imports are bound and before its DllMain. */
-    if (reason == DLL_NOTIFICATION_LOADED) handle_module(data->base);
+    if (reason == DLL_NOTIFICATION_LOADED && !wine_has_api) handle_module(data->base);
     else if (reason == DLL_NOTIFICATION_UNLOADED && unload_hook) unload_hook(data->base, data->size);
 }
 
@@ -378,7 +405,7 @@ void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned
     /* combase first, so that everything bound to its stubs works at once. */
     if ((combase = GetModuleHandleW(L"combase.dll"))) patch_combase(combase);
 
-    if (K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed))
+    if (!wine_has_api && K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed))
     {
         count = min(needed / sizeof(HMODULE), ARRAY_SIZE(modules));
         for (i = 0; i < count; i++)

@@ -96,6 +96,8 @@ extern struct wine_functions wine_real;
 #define WINEPATCH_DISPATCH   COCANCEL_PATCH_DISPATCH
 /* Not a patch point of its own: combase's stubs of the API (apiroute.c). */
 #define WINEPATCH_API_STUBS  0x10000
+/* A test knob only: CoSetCancelObject alone looks implemented by combase. */
+#define WINEPATCH_API_ONE    0x20000
 
 /* The module whose contents a patch point checks (see winepatch_init). */
 HMODULE winepatch_module(DWORD point, const WCHAR *name);
@@ -112,6 +114,7 @@ enum stub_result
     STUB_PATCHED,       /* it runs the engine now (or already did) */
     STUB_NOT_A_STUB,    /* not a winebuild stub (Wine implements it, or an unknown layout): left alone */
     STUB_REFUSED,       /* a stub that could not be written */
+    STUB_FOUND,         /* (function NULL: only looked) a winebuild stub of that name */
 };
 
 void winepatch_init(const struct wine_functions *replacements);
@@ -282,12 +285,16 @@ void apiroute_on_unload(void (*hook)(const void *base, SIZE_T size));
 
 void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned int count);
 void apiroute_get_status(struct cocancel_status *status);
+enum api_index { API_CANCEL_CALL, API_GET_CANCEL_OBJECT, API_SET_CANCEL_OBJECT, API_TEST_CANCEL };
+void *apiroute_wine_function(enum api_index index);
+BOOL apiroute_wine_has_api(void);
 
 /* synccall.c */
 void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *));
 HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid);
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status);
 void synccall_thread_detach(void);
+BOOL synccall_refused(void);
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg);
 
 /* asynccall.c */

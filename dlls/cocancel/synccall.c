@@ -27,6 +27,15 @@
  *  - otherwise the call runs as Wine runs it, and a cancel can only abort it
  *    in the RPC transport (transport.c) or mark its reply as not delivered.
  *
+ * A call made away from the caller's stack checks, when it completes, the
+ * fact that path stands on: Wine's SendReceive worked on the message it was
+ * given, the copy (the caller's own is as the proxy left it).  If it does
+ * not hold, once, the engine stops making calls cancellable in the process:
+ * every later call runs as Wine runs it, and CoCancelCall answers
+ * CO_E_CANCEL_DISABLED for it.  (That the reply wait goes through combase's
+ * imports cannot be checked the same way: Wine takes a reply that is
+ * already there without waiting at all.)
+ *
  * A call in the RPC transport is also aborted there on cancel.  A caller
  * released while Wine's state of its call (or its reply) still belongs to
  * the fiber or engine thread leaves an abandoned record: the proxy's
@@ -47,6 +56,8 @@ struct sync_call
     LONG refcount;                  /* the caller (or the abandoned list) and the maker */
     IRpcChannelBuffer *chan;
     RPCOLEMESSAGE msg;              /* the copy Wine's SendReceive works on */
+    RPCOLEMESSAGE request;          /* the caller's message as it was when the call was made */
+    RPCOLEMESSAGE *sent;            /* the message given to Wine: &msg (another only under a test knob) */
     ULONG status;
     HRESULT hr;
     ICancelMethodCalls *cancel;
@@ -77,6 +88,28 @@ struct request_notes
 
 static DWORD notes_tls = TLS_OUT_OF_INDEXES;
 
+/* A call showed that a fact the engine relies on does not hold here: no call is made cancellable any more. */
+static LONG calls_refused;
+
+/*
+ * COCANCEL_TEST_BREAK=message (a test knob, documented in the README) makes
+ * the engine act as if Wine's SendReceive worked on a message other than the
+ * one it is given: it gives Wine the caller's message instead of the copy.
+ */
+#define BREAK_MESSAGE 0x1
+static DWORD test_break;
+
+BOOL synccall_refused(void)
+{
+    return InterlockedCompareExchange(&calls_refused, 0, 0) != 0;
+}
+
+static void refuse_calls(const char *why)
+{
+    if (!InterlockedExchange(&calls_refused, 1))
+        WARN("%s: proxied calls are not cancellable in this process from now on\n", why);
+}
+
 static CRITICAL_SECTION abandoned_cs;
 static struct sync_call *abandoned_calls;
 static LONG abandoned_count;
@@ -97,7 +130,7 @@ static void make_call(void *arg)
     struct sync_call *call = arg;
 
     if (call->transport) transport_watch(&call->watch, &call->msg, call->call_id);
-    call->hr = wine_real.SendReceive(call->chan, &call->msg, &call->status);
+    call->hr = wine_real.SendReceive(call->chan, call->sent, &call->status);
     if (call->transport) transport_unwatch(&call->watch);
     if (cancelobj_complete(call->cancel) != S_OK)
         TRACE("call %p completed after it was cancelled: %#lx\n", call, call->hr);
@@ -142,6 +175,8 @@ static struct sync_call *new_call(IRpcChannelBuffer *chan, const RPCOLEMESSAGE *
     call->chan = chan;
     IRpcChannelBuffer_AddRef(chan);
     call->msg = *msg;
+    call->request = *msg;
+    call->sent = test_break & BREAK_MESSAGE ? (RPCOLEMESSAGE *)msg : &call->msg;
     call->cancel = cancel;
     ICancelMethodCalls_AddRef(cancel);
     call->call_id = call_id;
@@ -163,6 +198,15 @@ static HRESULT end_call(struct sync_call *call, RPCOLEMESSAGE *msg, ULONG *statu
     HRESULT hr;
 
     if (cancelobj_state(call->cancel) != CC_COMPLETE) return abandon_call(call, msg, status);
+    if (memcmp(msg, &call->request, sizeof(*msg)))
+    {
+        /* Wine's state of the call is in the caller's message, the copy is stale: keep the former. */
+        refuse_calls("Wine's SendReceive changed a message other than the one it was given");
+        if (status) *status = call->status;
+        hr = call->hr;
+        sync_call_release(call);
+        return hr;
+    }
     *msg = call->msg;
     if (status) *status = call->status;
     hr = call->hr;
@@ -236,7 +280,7 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
                                         BOOL cancellable)
 {
     BOOL mta = caller_in_mta(), wrapped;
-    struct filter_wrapper *wrapper = mta ? NULL : msgfilter_wrap(cancel);
+    struct filter_wrapper *wrapper = mta || synccall_refused() ? NULL : msgfilter_wrap(cancel);
     HRESULT hr;
 
     wrapped = wrapper != NULL;
@@ -336,8 +380,10 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
 
     /* The request of an asynchronous call is the call engine's. */
     if (async_route && async_route(iface, msg, status, call_id, &hr)) return hr;
+    /* Wine keeps the cancel objects of its calls itself. */
+    if (apiroute_wine_has_api()) return wine_real.SendReceive(iface, msg, status);
     runner_reap();
-    cancellable = cancelobj_enabled();
+    cancellable = cancelobj_enabled() && !synccall_refused();
     if (FAILED(cancelobj_create(cancellable, call_id, &cancel))) return wine_real.SendReceive(iface, msg, status);
     if (FAILED(cancelobj_push(cancel)))
     {
@@ -382,8 +428,15 @@ HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)
 void synccall_init(BOOL (*route)(IRpcChannelBuffer *, RPCOLEMESSAGE *, ULONG *, ULONGLONG, HRESULT *))
 {
     HMODULE combase = GetModuleHandleW(L"combase.dll");
+    char knob[64];
+    DWORD len = GetEnvironmentVariableA("COCANCEL_TEST_BREAK", knob, sizeof(knob));
 
     if (combase) p_CoGetApartmentType = (void *)GetProcAddress(combase, "CoGetApartmentType");
+    if (len && len < sizeof(knob))
+    {
+        if (strstr(knob, "message")) test_break |= BREAK_MESSAGE;
+        WARN("COCANCEL_TEST_BREAK=%s: the engine acts as if Wine's channel worked otherwise\n", knob);
+    }
     async_route = route;
     notes_tls = TlsAlloc();
     InitializeCriticalSection(&abandoned_cs);

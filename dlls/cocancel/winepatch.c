@@ -62,6 +62,7 @@ point_names[] =
     { "ndr_async", WINEPATCH_NDR_ASYNC },
     { "dispatch", WINEPATCH_DISPATCH },
     { "api_stubs", WINEPATCH_API_STUBS },
+    { "api_one", WINEPATCH_API_ONE },
 };
 
 static void read_forced_mismatch(void)
@@ -246,7 +247,8 @@ BOOL winepatch_is_jump_to(const BYTE *code, const void *target)
 
 /*
  * Turns module's winebuild stub for name into a jump to function, after
- * decoding it.  Anything else (a real implementation) is left alone.
+ * decoding it.  Anything else (a real implementation) is left alone.  With
+ * function NULL it only looks (STUB_FOUND for the stub).
  */
 enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, void *function)
 {
@@ -258,13 +260,16 @@ enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, v
     if (!module || !(nt = pe_headers(module))) return STUB_ABSENT;
     if (!(code = (BYTE *)GetProcAddress(module, name))) return STUB_ABSENT;
     AcquireSRWLockExclusive(&patch_lock);
-    if (winepatch_is_jump_to(code, function)) result = STUB_PATCHED;
+    if (function && winepatch_is_jump_to(code, function)) result = STUB_PATCHED;
     /* A forced mismatch looks for the stub of no function at all. */
-    else if (!is_wine_stub(module, nt, code, forced_mismatch & point ? "" : name))
+    else if (!is_wine_stub(module, nt, code, (forced_mismatch & point) ||
+                           ((forced_mismatch & WINEPATCH_API_ONE) && !strcmp(name, "CoSetCancelObject"))
+                           ? "" : name))
     {
         TRACE("%s at %p is not a known stub; left alone\n", name, code);
         result = STUB_NOT_A_STUB;
     }
+    else if (!function) result = STUB_FOUND;
     else
     {
         winepatch_make_jump(jump, function);

@@ -251,7 +251,10 @@ mismatches[] =
     { "manager", COCANCEL_PATCH_MANAGER, COCANCEL_ROUTE_ASYNC, 0, TRUE },
     { "ndr_async", COCANCEL_PATCH_NDR_ASYNC, 0, 0, FALSE },
     { "dispatch", COCANCEL_PATCH_DISPATCH, 0, 0, TRUE },
-    { "api_stubs", 0, COCANCEL_ROUTE_COMBASE_STUBS, COCANCEL_ROUTE_COMBASE_REAL, FALSE },
+    { "api_stubs", 0, COCANCEL_ROUTE_COMBASE_STUBS | COCANCEL_ROUTE_CHANNEL, COCANCEL_ROUTE_COMBASE_REAL, FALSE },
+    /* One function implemented by combase: none routed, no second stack of cancel objects. */
+    { "api_one", 0, COCANCEL_ROUTE_COMBASE_STUBS | COCANCEL_ROUTE_CHANNEL | COCANCEL_ROUTE_OLE32_GRAFT,
+      COCANCEL_ROUTE_COMBASE_REAL, FALSE },
 };
 
 /* Every patch point a process of this architecture gets on the Wines tested (8.0, 10.0). */
@@ -374,6 +377,158 @@ START_TEST(mismatch)
         }
         else ok(0, "CreateProcess failed: %lu\n", GetLastError());
         SetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", NULL);
+        winetest_pop_context();
+    }
+}
+
+/*
+ * broken: the engine makes proxied calls cancellable by running Wine's
+ * SendReceive away from the caller's stack, relying on a fact it checks at
+ * every such call: Wine's SendReceive works on the message it is given.
+ * The fact is made to fail (COCANCEL_TEST_BREAK, in a child process): the call that shows it
+ * still gets its result, and from then on the engine stays off - the status
+ * says so, and a cancel answers CO_E_CANCEL_DISABLED instead of releasing
+ * the caller.  Without the knob the same calls are cancellable.
+ */
+struct broken_client
+{
+    IStream *stream;
+    HANDLE thread;
+    HRESULT add_hr, slow_hr;
+    int sum;
+    struct cocancel_status status;      /* after the first call */
+};
+
+static DWORD WINAPI broken_client_thread(void *arg)
+{
+    struct broken_client *client = arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD seen, cookie;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    cookie = register_ps();
+    CoEnableCallCancellation(NULL);
+    client->add_hr = CoGetInterfaceAndReleaseStream(client->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (proxy)
+    {
+        client->add_hr = ICcAsyncTest_Add(proxy, 2, 3, &client->sum);
+        client->status.size = sizeof(client->status);
+        CocancelGetStatus(&client->status);
+        client->slow_hr = ICcAsyncTest_Slow(proxy, 20000, &seen);
+        ICcAsyncTest_Release(proxy);
+    }
+    CoDisableCallCancellation(NULL);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void test_broken_fact(BOOL broken)
+{
+    struct broken_client client = { 0 };
+    struct host host;
+    HRESULT hr;
+
+    ResetEvent(slow_release);
+    ResetEvent(slow_started);
+    ok(start_host(&host, COINIT_APARTMENTTHREADED), "the host did not start\n");
+    client.stream = host.stream;
+    client.add_hr = client.slow_hr = 0xdeadbeef;
+    client.thread = CreateThread(NULL, 0, broken_client_thread, &client, 0, NULL);
+    ok(!WaitForSingleObject(slow_started, 10000), "the second call did not reach the server\n");
+    hr = CoCancelCall(GetThreadId(client.thread), 0);
+    if (broken)
+    {
+        ok(hr == CO_E_CANCEL_DISABLED, "CoCancelCall got %#lx\n", hr);
+        /* Not released: the call ends when the server answers. */
+        ok(WaitForSingleObject(client.thread, 500) == WAIT_TIMEOUT, "the caller was released\n");
+    }
+    else ok(hr == S_OK, "CoCancelCall got %#lx\n", hr);
+    SetEvent(slow_release);
+    ok(!WaitForSingleObject(client.thread, 10000), "the client did not end\n");
+    CloseHandle(client.thread);
+    ok(client.add_hr == S_OK && client.sum == 5, "the first call got %#lx, %d\n", client.add_hr, client.sum);
+    if (broken)
+    {
+        ok(client.status.routes & COCANCEL_ROUTE_CALLS_REFUSED, "routes %#lx: calls not refused\n",
+           client.status.routes);
+        ok(!(client.status.routes & COCANCEL_ROUTE_CHANNEL), "routes %#lx: the channel route is on\n",
+           client.status.routes);
+        ok(client.slow_hr == S_OK, "the second call got %#lx\n", client.slow_hr);
+    }
+    else
+    {
+        ok((client.status.routes & (COCANCEL_ROUTE_CALLS_REFUSED | COCANCEL_ROUTE_CHANNEL)) ==
+           COCANCEL_ROUTE_CHANNEL, "routes %#lx\n", client.status.routes);
+        ok(client.slow_hr == RPC_E_CALL_CANCELED, "the second call got %#lx\n", client.slow_hr);
+    }
+    ok(stop_host(&host), "the host did not stop\n");
+}
+
+/* Run by test_broken in a child process with COCANCEL_TEST_BREAK set. */
+START_TEST(broken_child)
+{
+    char name[64];
+
+    if (!GetEnvironmentVariableA("COCANCEL_TEST_BREAK", name, sizeof(name)))
+    {
+        skip("run by the broken test only\n");
+        return;
+    }
+    winetest_push_context("%s", name);
+    slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
+    slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
+    init_ps();
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    test_broken_fact(TRUE);
+    CoUninitialize();
+    CloseHandle(slow_started);
+    CloseHandle(slow_release);
+    winetest_pop_context();
+}
+
+START_TEST(broken)
+{
+    static const char *facts[] = { "message" };
+    char exe[MAX_PATH], cmd[MAX_PATH + 32];
+    unsigned int i;
+
+    slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
+    slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
+    init_ps();
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    test_broken_fact(FALSE);
+    CoUninitialize();
+    CloseHandle(slow_started);
+    CloseHandle(slow_release);
+
+    GetModuleFileNameA(NULL, exe, sizeof(exe));
+    for (i = 0; i < ARRAYSIZE(facts); i++)
+    {
+        PROCESS_INFORMATION info;
+        STARTUPINFOA startup;
+        DWORD code = ~0u;
+
+        winetest_push_context("%s", facts[i]);
+        memset(&startup, 0, sizeof(startup));
+        startup.cb = sizeof(startup);
+        snprintf(cmd, sizeof(cmd), "\"%s\" broken_child", exe);
+        SetEnvironmentVariableA("COCANCEL_TEST_BREAK", facts[i]);
+        if (CreateProcessA(exe, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
+        {
+            if (WaitForSingleObject(info.hProcess, 60000))
+            {
+                ok(0, "the child did not end within 60 s\n");
+                TerminateProcess(info.hProcess, 1);
+                WaitForSingleObject(info.hProcess, 5000);
+            }
+            GetExitCodeProcess(info.hProcess, &code);
+            ok(!code, "the child reported %lu failures\n", code);
+            CloseHandle(info.hProcess);
+            CloseHandle(info.hThread);
+        }
+        else ok(0, "CreateProcess failed: %lu\n", GetLastError());
+        SetEnvironmentVariableA("COCANCEL_TEST_BREAK", NULL);
         winetest_pop_context();
     }
 }

@@ -66,9 +66,13 @@ struct cocancel_status
                                 and whose reply the engine has not finished with yet */
     /* Since version 3 (a size of 20 bytes is version 2): */
     DWORD patch_points;      /* COCANCEL_PATCH_* applied so far (some wait for the first proxied call) */
+    /* Since version 4 (a size of 24 bytes is version 3): */
+    DWORD leaked_calls;      /* abandoned calls given up because their thread ended before their reply
+                                came: Wine's state of each (and its apartment) stays allocated */
 };
 #define COCANCEL_STATUS_V1_SIZE 16
 #define COCANCEL_STATUS_V2_SIZE 20
+#define COCANCEL_STATUS_V3_SIZE 24
 
 /* E_INVALIDARG for NULL or a size that is no version's. */
 HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status);

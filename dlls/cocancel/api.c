@@ -157,7 +157,7 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
     DWORD applied = winepatch_applied();
 
     if (!status || (status->size != sizeof(*status) && status->size != COCANCEL_STATUS_V1_SIZE &&
-                    status->size != COCANCEL_STATUS_V2_SIZE))
+                    status->size != COCANCEL_STATUS_V2_SIZE && status->size != COCANCEL_STATUS_V3_SIZE))
         return E_INVALIDARG;
     status->routes = 0;
     apiroute_get_status(status);
@@ -166,7 +166,8 @@ HRESULT WINAPI CocancelGetStatus(struct cocancel_status *status)
     if ((applied & WINEPATCH_FACTORY) && (applied & WINEPATCH_MANAGER)) status->routes |= COCANCEL_ROUTE_ASYNC;
     status->refused_patches = winepatch_refused();
     if (status->size >= COCANCEL_STATUS_V2_SIZE) status->abandoned_calls = runner_abandoned();
-    if (status->size >= sizeof(*status)) status->patch_points = applied;
+    if (status->size >= COCANCEL_STATUS_V3_SIZE) status->patch_points = applied;
+    if (status->size >= sizeof(*status)) status->leaked_calls = runner_leaked();
     return S_OK;
 }
 

@@ -241,6 +241,7 @@ void runner_reap_wait(DWORD timeout);
 /* How many runs are abandoned and not finished yet (all threads). */
 DWORD runner_abandoned(void);
 HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);
+DWORD runner_leaked(void);
 BOOL runner_submit_job(struct thread_job *job);
 void runner_expect_abandon(void);
 DWORD WINAPI runner_WaitForMultipleObjectsEx(DWORD count, const HANDLE *handles, BOOL all, DWORD timeout,

@@ -38,6 +38,10 @@ static DWORD run_tls = TLS_OUT_OF_INDEXES;      /* the run on this thread's curr
 static DWORD fibers_tls = TLS_OUT_OF_INDEXES;   /* the thread's struct thread_fibers */
 static struct run *abandoned_runs;
 static LONG abandoned_count;
+static LONG leaked_count;                       /* given up at their thread's exit */
+
+/* How long an ending thread waits for the replies of the calls it abandoned. */
+#define THREAD_EXIT_WAIT_MS 500
 /* Told on the owner's thread when a run is abandoned there (uninit.c). */
 static void (*abandon_hook)(void);
 
@@ -468,20 +472,30 @@ void runner_reap_wait(DWORD timeout)
     }
 }
 
+DWORD runner_leaked(void)
+{
+    return (DWORD)InterlockedCompareExchange(&leaked_count, 0, 0);
+}
+
 /*
- * The thread ends: abandoned runs whose replies came are finished; the
- * others can never be (their state is the thread's), so they leave the
- * list, where a later thread with the same id would otherwise find them,
- * and are leaked.
+ * The thread ends: its abandoned runs are finished if their replies come
+ * within THREAD_EXIT_WAIT_MS (they were cancelled: the transport abort or
+ * the server's answer ends them within milliseconds as a rule).  The others
+ * can never be (their state is the thread's, and Wine's code after the
+ * wait needs it), so they leave the list, where a later thread with the
+ * same id would otherwise find them, and are leaked, counted.  The wait
+ * runs under the loader lock: a reply that needs a new thread to be seen
+ * is not seen, and its run is leaked as before.
  */
 static void drop_abandoned(void)
 {
     DWORD tid = GetCurrentThreadId();
     struct run *run;
 
-    runner_reap();
+    if (has_abandoned(tid)) runner_reap_wait(THREAD_EXIT_WAIT_MS);
     while ((run = take_abandoned(tid, FALSE)))
     {
+        InterlockedIncrement(&leaked_count);
         runner_unwatch(run);
         if (run->task && run->worker)
         {

@@ -12,7 +12,10 @@
  *    the process) the call ends when the server answers;
  *  - call objects released without Finish_ (pending, cancelled, released
  *    from another thread): nothing is left a few seconds after the replies
- *    came, while the proxy keeps being used.
+ *    came, while the proxy keeps being used;
+ *  - a thread that ends right after its call was cancelled, with no other
+ *    call and no CoUninitialize: its end finishes the call if the reply
+ *    comes at once, and gives it up (counted as leaked) if it does not.
  *
  * mismatch: each place the engine patches in Wine, made to look different
  * (COCANCEL_TEST_MISMATCH, in a child process of this program): the engine
@@ -215,6 +218,81 @@ static void test_released_without_finish(DWORD client_model, DWORD host_model)
     winetest_pop_context();
 }
 
+static unsigned int leaked_calls(void)
+{
+    struct cocancel_status status;
+
+    status.size = sizeof(status);
+    if (CocancelGetStatus(&status) != S_OK) return ~0u;
+    return status.leaked_calls;
+}
+
+struct exit_client
+{
+    IStream *stream;
+    DWORD model;
+    HANDLE thread, returned;
+    HRESULT hr;
+};
+
+/* Makes one call, which is cancelled, and ends: no other call, no CoUninitialize. */
+static DWORD WINAPI exit_client_thread(void *arg)
+{
+    struct exit_client *client = arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD seen;
+
+    CoInitializeEx(NULL, client->model);
+    register_ps();
+    CoEnableCallCancellation(NULL);
+    client->hr = CoGetInterfaceAndReleaseStream(client->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (proxy) client->hr = ICcAsyncTest_Slow(proxy, 20000, &seen);
+    SetEvent(client->returned);
+    return 0;
+}
+
+/*
+ * A thread ends without another call and without CoUninitialize right after
+ * its call was cancelled.  The reply comes at once: the thread's end
+ * finishes the call (Wine's state of it, and the apartment reference it
+ * holds, go).  The reply comes seconds later: the call is given up when the
+ * thread ends, and counted as leaked.  Either way the engine holds nothing
+ * for a thread that is gone.
+ */
+static void test_thread_exit_after_cancel(DWORD model, BOOL late_reply)
+{
+    struct exit_client client = { 0 };
+    unsigned int leaked = leaked_calls();
+    struct host host;
+
+    winetest_push_context("%s client, %s reply", model == COINIT_MULTITHREADED ? "MTA" : "STA",
+                          late_reply ? "late" : "prompt");
+    ResetEvent(slow_release);
+    ResetEvent(slow_started);
+    ok(start_host(&host, COINIT_APARTMENTTHREADED), "the host did not start\n");
+    client.stream = host.stream;
+    client.model = model;
+    client.returned = CreateEventW(NULL, TRUE, FALSE, NULL);
+    client.thread = CreateThread(NULL, 0, exit_client_thread, &client, 0, NULL);
+    ok(!WaitForSingleObject(slow_started, 10000), "the call did not reach the server\n");
+    ok(CoCancelCall(GetThreadId(client.thread), 0) == S_OK, "CoCancelCall failed\n");
+    ok(!WaitForSingleObject(client.returned, 10000), "the caller was not released\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client.hr);
+    if (!late_reply) SetEvent(slow_release);
+    ok(!WaitForSingleObject(client.thread, 10000), "the client did not end\n");
+    ok(!abandoned_calls(), "%u abandoned calls after the thread ended\n", abandoned_calls());
+    if (late_reply)
+    {
+        ok(leaked_calls() == leaked + 1, "%u calls leaked, expected %u\n", leaked_calls(), leaked + 1);
+        SetEvent(slow_release);
+    }
+    else ok(leaked_calls() == leaked, "%u calls leaked, expected %u\n", leaked_calls(), leaked);
+    CloseHandle(client.thread);
+    CloseHandle(client.returned);
+    ok(stop_host(&host), "the host did not stop\n");
+    winetest_pop_context();
+}
+
 START_TEST(abandoned)
 {
     slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
@@ -226,6 +304,9 @@ START_TEST(abandoned)
     test_released_without_finish(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_released_without_finish(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_released_without_finish(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+    test_thread_exit_after_cancel(COINIT_APARTMENTTHREADED, FALSE);
+    test_thread_exit_after_cancel(COINIT_MULTITHREADED, FALSE);
+    test_thread_exit_after_cancel(COINIT_APARTMENTTHREADED, TRUE);
 
     CloseHandle(slow_started);
     CloseHandle(slow_release);

@@ -110,6 +110,8 @@ static IClassFactory factory = { &factory_vtbl };
  */
 #if defined(__x86_64__) || defined(__i386__)
 #define HAVE_GUARDED_CALL
+/* ntdll's unwinder, found at run time: Wine's headers declare it in different places from one version to the next. */
+static void *pUnwind;
 #define GUARD_UNWIND_FLAGS 0x06     /* EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND (not in Wine's headers) */
 LONG guarded_call(void (*func)(void *), void *arg, DWORD *code);
 void guard_landing(void);
@@ -149,10 +151,12 @@ __asm__(
 EXCEPTION_DISPOSITION guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context,
                                     DISPATCHER_CONTEXT *dispatch)
 {
+    void (WINAPI *unwind_ex)(void *, void *, EXCEPTION_RECORD *, void *, CONTEXT *, void *) = pUnwind;
+
     if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) return ExceptionContinueSearch;
     **(DWORD **)((char *)frame - 8) = rec->ExceptionCode;
     /* Unwinds to the frame and resumes at guard_landing with 1 in rax. */
-    RtlUnwindEx(frame, (void *)guard_landing, rec, (void *)1, context, dispatch->HistoryTable);
+    unwind_ex(frame, (void *)guard_landing, rec, (void *)1, context, dispatch->HistoryTable);
     return ExceptionContinueSearch;
 }
 #else
@@ -196,10 +200,12 @@ __asm__(
 
 EXCEPTION_DISPOSITION __cdecl guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context, void *dispatch)
 {
+    void (WINAPI *unwind)(void *, void *, EXCEPTION_RECORD *, void *) = pUnwind;
+
     if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) return ExceptionContinueSearch;
     *((DWORD **)frame)[2] = rec->ExceptionCode;
     /* Unwinds the frames registered above this one, then leaves through guarded_call's epilogue. */
-    RtlUnwind(frame, NULL, rec, NULL);
+    unwind(frame, NULL, rec, NULL);
     guard_resume(frame);
     return ExceptionContinueSearch;
 }
@@ -549,10 +555,13 @@ static void test_filter_raises(BOOL enable)
     struct host host = { 0 };
     void *handler;
 
-#ifndef HAVE_GUARDED_CALL
-    skip("no exception frame for this architecture\n");
-    return;
+#ifdef HAVE_GUARDED_CALL
+    if (!pUnwind)
 #endif
+    {
+        skip("no exception frame for this architecture\n");
+        return;
+    }
     winetest_push_context("cancellation %s", enable ? "enabled" : "disabled");
     handler = AddVectoredExceptionHandler(1, first_chance);
     test.filter_raises = TRUE;
@@ -585,6 +594,11 @@ START_TEST(handlers)
 
     pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
     pIsThreadAFiber = (void *)GetProcAddress(GetModuleHandleA("kernel32.dll"), "IsThreadAFiber");
+#ifdef __x86_64__
+    pUnwind = (void *)GetProcAddress(GetModuleHandleA("ntdll.dll"), "RtlUnwindEx");
+#elif defined(__i386__)
+    pUnwind = (void *)GetProcAddress(GetModuleHandleA("ntdll.dll"), "RtlUnwind");
+#endif
     ok(pIsThreadAFiber != NULL, "kernel32 lacks IsThreadAFiber\n");
     cls.lpfnWndProc = client_wndproc;
     cls.lpszClassName = L"cocancel_handlers";

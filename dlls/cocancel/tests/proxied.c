@@ -63,13 +63,20 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
     return S_OK;
 }
 
-static unsigned int abandoned_calls(void)
+/* The engine's status now; every count ~0u if it cannot be had. */
+static struct cocancel_status engine_status(void)
 {
     struct cocancel_status status;
 
+    memset(&status, 0, sizeof(status));
     status.size = sizeof(status);
-    if (CocancelGetStatus(&status) != S_OK) return ~0u;
-    return status.abandoned_calls;
+    if (CocancelGetStatus(&status) != S_OK) memset(&status, 0xff, sizeof(status));
+    return status;
+}
+
+static unsigned int abandoned_calls(void)
+{
+    return engine_status().abandoned_calls;
 }
 
 struct client
@@ -220,11 +227,7 @@ static void test_released_without_finish(DWORD client_model, DWORD host_model)
 
 static unsigned int leaked_calls(void)
 {
-    struct cocancel_status status;
-
-    status.size = sizeof(status);
-    if (CocancelGetStatus(&status) != S_OK) return ~0u;
-    return status.leaked_calls;
+    return engine_status().leaked_calls;
 }
 
 struct exit_client
@@ -382,6 +385,36 @@ static void proxied_call_and_status(struct cocancel_status *status, HRESULT *fac
     CoUninitialize();
 }
 
+/* Runs test 'test' of this program in a child process with the environment variable var set to value. */
+static void run_child(const char *test, const char *var, const char *value)
+{
+    char exe[MAX_PATH], cmd[MAX_PATH + 32];
+    PROCESS_INFORMATION info;
+    STARTUPINFOA startup;
+    DWORD code = ~0u;
+
+    GetModuleFileNameA(NULL, exe, sizeof(exe));
+    memset(&startup, 0, sizeof(startup));
+    startup.cb = sizeof(startup);
+    snprintf(cmd, sizeof(cmd), "\"%s\" %s", exe, test);
+    SetEnvironmentVariableA(var, value);
+    if (CreateProcessA(exe, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
+    {
+        if (WaitForSingleObject(info.hProcess, 60000))
+        {
+            ok(0, "the child did not end within 60 s\n");
+            TerminateProcess(info.hProcess, 1);
+            WaitForSingleObject(info.hProcess, 5000);
+        }
+        GetExitCodeProcess(info.hProcess, &code);
+        ok(!code, "the child reported %lu failures\n", code);
+        CloseHandle(info.hProcess);
+        CloseHandle(info.hThread);
+    }
+    else ok(0, "CreateProcess failed: %lu\n", GetLastError());
+    SetEnvironmentVariableA(var, NULL);
+}
+
 /* Run by test_mismatch in a child process with COCANCEL_TEST_MISMATCH set. */
 START_TEST(mismatch_child)
 {
@@ -420,7 +453,6 @@ START_TEST(mismatch)
 {
     struct cocancel_status status;
     HRESULT factory_hr = E_FAIL;
-    char exe[MAX_PATH], cmd[MAX_PATH + 32];
     unsigned int i;
 
     /* Without the knob every point is applied, and nothing refused. */
@@ -431,33 +463,10 @@ START_TEST(mismatch)
     ok(!status.refused_patches, "%lu refused patches\n", status.refused_patches);
     ok(factory_hr == S_OK, "QueryInterface(ICallFactory) got %#lx\n", factory_hr);
 
-    GetModuleFileNameA(NULL, exe, sizeof(exe));
     for (i = 0; i < ARRAYSIZE(mismatches); i++)
     {
-        PROCESS_INFORMATION info;
-        STARTUPINFOA startup;
-        DWORD code = ~0u;
-
         winetest_push_context("%s", mismatches[i].name);
-        memset(&startup, 0, sizeof(startup));
-        startup.cb = sizeof(startup);
-        snprintf(cmd, sizeof(cmd), "\"%s\" mismatch_child", exe);
-        SetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", mismatches[i].name);
-        if (CreateProcessA(exe, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
-        {
-            if (WaitForSingleObject(info.hProcess, 60000))
-            {
-                ok(0, "the child did not end within 60 s\n");
-                TerminateProcess(info.hProcess, 1);
-                WaitForSingleObject(info.hProcess, 5000);
-            }
-            GetExitCodeProcess(info.hProcess, &code);
-            ok(!code, "the child reported %lu failures\n", code);
-            CloseHandle(info.hProcess);
-            CloseHandle(info.hThread);
-        }
-        else ok(0, "CreateProcess failed: %lu\n", GetLastError());
-        SetEnvironmentVariableA("COCANCEL_TEST_MISMATCH", NULL);
+        run_child("mismatch_child", "COCANCEL_TEST_MISMATCH", mismatches[i].name);
         winetest_pop_context();
     }
 }
@@ -510,8 +519,10 @@ static void test_broken_fact(BOOL broken)
     struct host host;
     HRESULT hr;
 
-    ResetEvent(slow_release);
-    ResetEvent(slow_started);
+    slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
+    slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
+    init_ps();
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
     ok(start_host(&host, COINIT_APARTMENTTHREADED), "the host did not start\n");
     client.stream = host.stream;
     client.add_hr = client.slow_hr = 0xdeadbeef;
@@ -544,6 +555,9 @@ static void test_broken_fact(BOOL broken)
         ok(client.slow_hr == RPC_E_CALL_CANCELED, "the second call got %#lx\n", client.slow_hr);
     }
     ok(stop_host(&host), "the host did not stop\n");
+    CoUninitialize();
+    CloseHandle(slow_started);
+    CloseHandle(slow_release);
 }
 
 /* Run by test_broken in a child process with COCANCEL_TEST_BREAK set. */
@@ -557,59 +571,20 @@ START_TEST(broken_child)
         return;
     }
     winetest_push_context("%s", name);
-    slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
-    slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
-    init_ps();
-    CoInitializeEx(NULL, COINIT_MULTITHREADED);
     test_broken_fact(TRUE);
-    CoUninitialize();
-    CloseHandle(slow_started);
-    CloseHandle(slow_release);
     winetest_pop_context();
 }
 
 START_TEST(broken)
 {
     static const char *facts[] = { "message" };
-    char exe[MAX_PATH], cmd[MAX_PATH + 32];
     unsigned int i;
 
-    slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
-    slow_release = CreateEventW(NULL, TRUE, FALSE, NULL);
-    init_ps();
-    CoInitializeEx(NULL, COINIT_MULTITHREADED);
     test_broken_fact(FALSE);
-    CoUninitialize();
-    CloseHandle(slow_started);
-    CloseHandle(slow_release);
-
-    GetModuleFileNameA(NULL, exe, sizeof(exe));
     for (i = 0; i < ARRAYSIZE(facts); i++)
     {
-        PROCESS_INFORMATION info;
-        STARTUPINFOA startup;
-        DWORD code = ~0u;
-
         winetest_push_context("%s", facts[i]);
-        memset(&startup, 0, sizeof(startup));
-        startup.cb = sizeof(startup);
-        snprintf(cmd, sizeof(cmd), "\"%s\" broken_child", exe);
-        SetEnvironmentVariableA("COCANCEL_TEST_BREAK", facts[i]);
-        if (CreateProcessA(exe, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
-        {
-            if (WaitForSingleObject(info.hProcess, 60000))
-            {
-                ok(0, "the child did not end within 60 s\n");
-                TerminateProcess(info.hProcess, 1);
-                WaitForSingleObject(info.hProcess, 5000);
-            }
-            GetExitCodeProcess(info.hProcess, &code);
-            ok(!code, "the child reported %lu failures\n", code);
-            CloseHandle(info.hProcess);
-            CloseHandle(info.hThread);
-        }
-        else ok(0, "CreateProcess failed: %lu\n", GetLastError());
-        SetEnvironmentVariableA("COCANCEL_TEST_BREAK", NULL);
+        run_child("broken_child", "COCANCEL_TEST_BREAK", facts[i]);
         winetest_pop_context();
     }
 }

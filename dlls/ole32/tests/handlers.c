@@ -506,6 +506,17 @@ static LONG CALLBACK first_chance(EXCEPTION_POINTERS *info)
     return EXCEPTION_CONTINUE_SEARCH;
 }
 
+/* The calls ended, and the exception was raised once, on the caller's thread and stack. */
+static void check_raised(const struct client *client)
+{
+    ok(!WaitForSingleObject(client->thread, 15000), "the calls did not end\n");
+    ok(test.raised == 1, "the exception was raised %ld times\n", test.raised);
+    ok(test.raised_tid == client->tid, "the exception was raised on thread %#lx, the caller is %#lx\n",
+       test.raised_tid, client->tid);
+    ok(test.raised_stack_base == client->stack_base, "the exception was raised on stack %p, the caller's is %p\n",
+       test.raised_stack_base, client->stack_base);
+}
+
 /*
  * An exception escapes a window procedure that a message sent to the caller
  * runs during the call.  Wine (as 64-bit Windows) delivers a sent message
@@ -524,12 +535,7 @@ static void test_handler_raises(BOOL enable, BOOL filter)
                           filter ? "a message filter" : "no message filter");
     handler = AddVectoredExceptionHandler(1, first_chance);
     start(&host, &client, enable, filter, FALSE, TRUE);
-    ok(!WaitForSingleObject(client.thread, 15000), "the calls did not end\n");
-    ok(test.raised == 1, "the exception was raised %ld times\n", test.raised);
-    ok(test.raised_tid == client.tid, "the exception was raised on thread %#lx, the caller is %#lx\n",
-       test.raised_tid, client.tid);
-    ok(test.raised_stack_base == client.stack_base, "the exception was raised on stack %p, the caller's is %p\n",
-       test.raised_stack_base, client.stack_base);
+    check_raised(&client);
     ok(test.raised_at && test.raised_at < test.call_returned_at,
        "the window procedure raised at %ld, the call returned at %ld\n", test.raised_at, test.call_returned_at);
     ok(client.hr == S_FALSE, "the call got %#lx\n", client.hr);
@@ -566,12 +572,7 @@ static void test_filter_raises(BOOL enable)
     handler = AddVectoredExceptionHandler(1, first_chance);
     test.filter_raises = TRUE;
     start(&host, &client, enable, TRUE, FALSE, FALSE);
-    ok(!WaitForSingleObject(client.thread, 15000), "the calls did not end\n");
-    ok(test.raised == 1, "the exception was raised %ld times\n", test.raised);
-    ok(test.raised_tid == client.tid, "the exception was raised on thread %#lx, the caller is %#lx\n",
-       test.raised_tid, client.tid);
-    ok(test.raised_stack_base == client.stack_base, "the exception was raised on stack %p, the caller's is %p\n",
-       test.raised_stack_base, client.stack_base);
+    check_raised(&client);
     ok(client.guard_hit == 1 && client.guard_code == HANDLER_EXCEPTION,
        "the caller's handler got %ld, %#lx\n", client.guard_hit, client.guard_code);
     ok(client.hr == (HRESULT)0xdeadbeef, "the call returned %#lx\n", client.hr);

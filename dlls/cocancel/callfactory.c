@@ -141,6 +141,19 @@ static BOOL find_async(const CStdPSFactoryBuffer *factory, REFIID riid, const Pr
     return FALSE;
 }
 
+/* Stands a record in front of the interface proxy *proxy (NULL, and *proxy unchanged, without memory). */
+static struct proxy_record *wrap_proxy(IRpcProxyBuffer **proxy)
+{
+    struct proxy_record *record;
+
+    if (!(record = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*record)))) return NULL;
+    record->IRpcProxyBuffer_iface.lpVtbl = &record_vtbl;
+    record->refcount = 1;
+    record->inner = *proxy;
+    *proxy = &record->IRpcProxyBuffer_iface;
+    return record;
+}
+
 HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer, REFIID riid,
                                        IRpcProxyBuffer **proxy, void **ppv)
 {
@@ -154,20 +167,11 @@ HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer,
     if (!find_async((const CStdPSFactoryBuffer *)iface, riid, &file, &sync_index, &async_index))
     {
         /* Until the channel is found, a plain proxy is watched for its Connect alone. */
-        if (InterlockedCompareExchange(&channel_offered, 0, 0) ||
-            !(record = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*record))))
-            return hr;
-        record->IRpcProxyBuffer_iface.lpVtbl = &record_vtbl;
-        record->refcount = 1;
-        record->inner = *proxy;
-        *proxy = &record->IRpcProxyBuffer_iface;
+        if (!InterlockedCompareExchange(&channel_offered, 0, 0)) wrap_proxy(proxy);
         return hr;
     }
     winepatch_proxy_manager(outer);
-    if (!(record = HeapAlloc(GetProcessHeap(), 0, sizeof(*record)))) return hr;
-    record->IRpcProxyBuffer_iface.lpVtbl = &record_vtbl;
-    record->refcount = 1;
-    record->inner = *proxy;
+    if (!(record = wrap_proxy(proxy))) return hr;
     record->manager = outer;
     record->file = file;
     record->sync_index = sync_index;
@@ -176,7 +180,6 @@ HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer,
     record->next = records;
     records = record;
     ReleaseSRWLockExclusive(&record_lock);
-    *proxy = &record->IRpcProxyBuffer_iface;
     TRACE("proxy %p of %s has an async interface\n", outer, cc_debugstr_guid(riid));
     return hr;
 }

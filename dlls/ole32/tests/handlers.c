@@ -549,11 +549,16 @@ static void test_handler_raises(BOOL enable, BOOL filter)
 /*
  * An exception escapes the message filter's MessagePending, which COM's
  * modal loop calls directly on the caller's stack.  It unwinds that stack up
- * to the first handler: IClassFactory's proxy (as a MIDL /Oi one) handles
- * only what is raised outside its SendReceive, so it is the caller's own,
- * around the call - as on stock Wine.  The server is still in the call; its
- * reply comes later, to a call nobody waits for, and the thread's next call
- * works (with cocancel; not on stock Wine).
+ * to the first handler, which depends on IClassFactory's proxy: one that
+ * rpcrt4 interprets (Wine 10's) handles it and ends the call with the
+ * exception's code as its result; a MIDL /Oi-style one (Wine 8.0's) handles
+ * only what is raised outside its SendReceive, so the exception reaches the
+ * caller's own handler around the call.  Either way exactly one of the two
+ * sees it, as on stock Wine of the same version (the harness runs this test
+ * both ways).  The server is still in the call; its reply comes later, to a
+ * call nobody waits for, and the thread's next call works - except on stock
+ * Wine after an unwind through the proxy, whose channel does not survive it
+ * (the next call faults inside the proxy: 0xc0000005).
  */
 static void test_filter_raises(BOOL enable)
 {
@@ -573,15 +578,17 @@ static void test_filter_raises(BOOL enable)
     test.filter_raises = TRUE;
     start(&host, &client, enable, TRUE, FALSE, FALSE);
     check_raised(&client);
-    ok(client.guard_hit == 1 && client.guard_code == HANDLER_EXCEPTION,
-       "the caller's handler got %ld, %#lx\n", client.guard_hit, client.guard_code);
-    ok(client.hr == (HRESULT)0xdeadbeef, "the call returned %#lx\n", client.hr);
+    if (client.guard_hit)
+    {
+        ok(client.guard_code == HANDLER_EXCEPTION, "the caller's handler got %#lx\n", client.guard_code);
+        ok(client.hr == (HRESULT)0xdeadbeef, "the call returned %#lx as well\n", client.hr);
+    }
+    else ok(client.hr == (HRESULT)HANDLER_EXCEPTION, "neither the caller nor the proxy handled it: %#lx\n",
+            client.hr);
     ok(test.raised_at && test.raised_at < test.call_returned_at,
-       "the message filter raised at %ld, the caller's handler ran at %ld\n", test.raised_at,
-       test.call_returned_at);
+       "the message filter raised at %ld, the call ended at %ld\n", test.raised_at, test.call_returned_at);
     ok(!client.fiber_after, "the thread was a fiber after the call\n");
-    /* Stock Wine's next call faults in the proxy (0xc0000005): its channel does not survive the unwind. */
-    todo_wine_if(!pCoCancelCall)
+    todo_wine_if(!pCoCancelCall && client.guard_hit)
     ok(client.hr_next == S_FALSE, "the next call got %#lx\n", client.hr_next);
     test.filter_raises = FALSE;
     stop(&host, &client);
@@ -616,10 +623,11 @@ START_TEST(handlers)
     test_handler_raises(FALSE, FALSE);
     test_handler_raises(TRUE, FALSE);
     test_handler_raises(TRUE, TRUE);
-    test_filter_raises(FALSE);
-    test_filter_raises(TRUE);
     if (pCoCancelCall) test_handler_wait_cancelled();
     else skip("CoCancelCall is not available\n");
+    /* Last, and once only on stock Wine 8.0, whose channel state is corrupt after the unwind. */
+    test_filter_raises(FALSE);
+    if (pCoCancelCall) test_filter_raises(TRUE);
 
     CloseHandle(test.in_call);
     CloseHandle(test.release);

@@ -240,7 +240,7 @@ void runner_reap(void);
 void runner_reap_wait(DWORD timeout);
 /* How many runs are abandoned and not finished yet (all threads). */
 DWORD runner_abandoned(void);
-HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release);
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct run **waiting);
 DWORD runner_leaked(void);
 BOOL runner_submit_job(struct thread_job *job);
 void runner_expect_abandon(void);

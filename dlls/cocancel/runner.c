@@ -734,11 +734,15 @@ static BOOL wait_for_task(struct run *run, HANDLE release)
  * signalled first; the task is left parked, the pool notes when what it
  * waits for is signalled, and the thread finishes it the next time it comes
  * through the engine.  E_NOTIMPL: tasks cannot run here (nothing was run).
+ * *waiting is the run while the thread waits in its place (code that runs
+ * during that wait may raise an exception that unwinds this frame: the run
+ * is then to be abandoned, runner_abandon), NULL otherwise.
  */
-HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release)
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct run **waiting)
 {
     struct task *task;
     struct run *run;
+    BOOL released;
 
     if (!(winepatch_applied() & WINEPATCH_WAITS) || run_tls == TLS_OUT_OF_INDEXES) return E_NOTIMPL;
     runner_reap();
@@ -771,7 +775,10 @@ HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release)
             runner_free(run);
             return S_OK;
         }
-        if (wait_for_task(run, release))
+        *waiting = run;
+        released = wait_for_task(run, release);
+        *waiting = NULL;
+        if (released)
         {
             TRACE("task %p released, left parked\n", run);
             runner_abandon(run);

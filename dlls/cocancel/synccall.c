@@ -70,6 +70,28 @@ struct sync_call
     struct sync_call *next_abandoned;
 };
 
+/*
+ * A proxied call in progress on the caller's stack, and what it holds that
+ * must be given back if an exception unwinds it: code that runs while the
+ * caller waits (a message filter's MessagePending) may raise one, and the
+ * caller's handler (or the proxy's) is outside the engine's frames.
+ */
+struct sending
+{
+    IRpcChannelBuffer *chan;
+    RPCOLEMESSAGE *msg;
+    ULONG *status;
+    ICancelMethodCalls *cancel;
+    ULONGLONG call_id;
+    BOOL transport, cancellable;
+    HRESULT hr;
+    /* Held now: */
+    struct filter_wrapper *wrapper;
+    struct sync_call *call;         /* made on a fiber, not ended yet */
+    struct run *waiting;            /* ... its run, while the thread waits in its place */
+    struct transport_call *watch;   /* made inline, watched in the transport */
+};
+
 /* What was noted of the requests built on this thread and not sent yet, by Wine's state of each message. */
 struct request_note
 {
@@ -231,37 +253,47 @@ static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg
 }
 
 /* On a worker fiber of this thread; FALSE when the call cannot run on a fiber here (nothing was sent). */
-static BOOL send_receive_fiber(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                               ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport, HRESULT *hr)
+static BOOL send_receive_fiber(struct sending *sending)
 {
     struct sync_call *call;
     HANDLE cancelled;
 
-    if (!(cancelled = cancelobj_cancelled_event(cancel))) return FALSE;
-    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return FALSE;
-    if (runner_run_task(make_call, call, cancelled) == E_NOTIMPL)
+    if (!(cancelled = cancelobj_cancelled_event(sending->cancel))) return FALSE;
+    if (!(call = new_call(sending->chan, sending->msg, sending->cancel, sending->call_id, sending->transport)))
+        return FALSE;
+    sending->call = call;
+    if (runner_run_task(make_call, call, cancelled, &sending->waiting) == E_NOTIMPL)
     {
+        sending->call = NULL;
         discard_call(call);
         return FALSE;
     }
+    sending->call = NULL;
     /* Left parked (S_FALSE): cancelled, and the reply, when it comes, is not delivered. */
-    *hr = end_call(call, msg, status);
+    sending->hr = end_call(call, sending->msg, sending->status);
     return TRUE;
 }
 
 /* On the caller's stack, as Wine makes it; a cancel can abort it in the transport. */
-static HRESULT send_receive_inline(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                   ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL watched)
+static HRESULT send_receive_inline(struct sending *sending, BOOL watched)
 {
     struct transport_call transport_call;
     HRESULT hr;
 
-    if (watched) transport_watch(&transport_call, msg, call_id);
-    hr = wine_real.SendReceive(chan, msg, status);
-    if (watched) transport_unwatch(&transport_call);
+    if (watched)
+    {
+        transport_watch(&transport_call, sending->msg, sending->call_id);
+        sending->watch = &transport_call;
+    }
+    hr = wine_real.SendReceive(sending->chan, sending->msg, sending->status);
+    if (watched)
+    {
+        sending->watch = NULL;
+        transport_unwatch(&transport_call);
+    }
     /* Cancelled while it ran: whatever came back is not delivered (the
      * proxy's FreeBuffer releases it as for any failed call). */
-    if (cancelobj_complete(cancel) == RPC_E_CALL_CANCELED) hr = RPC_E_CALL_CANCELED;
+    if (cancelobj_complete(sending->cancel) == RPC_E_CALL_CANCELED) hr = RPC_E_CALL_CANCELED;
     return hr;
 }
 
@@ -274,16 +306,14 @@ static BOOL caller_in_mta(void)
     return type == APTTYPE_MTA;
 }
 
-/* Where the call runs, by what can cancel it. */
-static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status,
-                                        ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport,
-                                        BOOL cancellable)
+/* Where the call runs, by what can cancel it (sending->hr is its result). */
+static void send_receive_cancellable(void *arg)
 {
-    BOOL mta = caller_in_mta(), wrapped;
-    struct filter_wrapper *wrapper = mta || synccall_refused() ? NULL : msgfilter_wrap(cancel);
-    HRESULT hr;
+    struct sending *sending = arg;
+    BOOL mta = caller_in_mta(), cancellable = sending->cancellable, transport = sending->transport, wrapped;
 
-    wrapped = wrapper != NULL;
+    sending->wrapper = mta || synccall_refused() ? NULL : msgfilter_wrap(sending->cancel);
+    wrapped = sending->wrapper != NULL;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     if (cancellable || wrapped) cancelring_prepare();
     if (cancellable) runner_expect_abandon();
@@ -296,16 +326,52 @@ static HRESULT send_receive_cancellable(IRpcChannelBuffer *iface, RPCOLEMESSAGE 
      * to abort, and keeps the fiber.
      */
     if (wrapped && !cancellable && transport)
-        hr = send_receive_inline(iface, msg, status, cancel, call_id, TRUE);
-    else if ((cancellable || wrapped) && send_receive_fiber(iface, msg, status, cancel, call_id, transport, &hr))
-        TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)call_id, hr);
+        sending->hr = send_receive_inline(sending, TRUE);
+    else if ((cancellable || wrapped) && send_receive_fiber(sending))
+        TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)sending->call_id, sending->hr);
     else if (cancellable && mta)
-        hr = send_receive_detached(iface, msg, status, cancel, call_id, transport);
+        sending->hr = send_receive_detached(sending->chan, sending->msg, sending->status, sending->cancel,
+                                            sending->call_id, transport);
     else
-        hr = send_receive_inline(iface, msg, status, cancel, call_id, cancellable || wrapped);
-    if (wrapped) msgfilter_unwrap(wrapper);
-    return hr;
+        sending->hr = send_receive_inline(sending, cancellable || wrapped);
+    if (wrapped) msgfilter_unwrap(sending->wrapper);
+    sending->wrapper = NULL;
 }
+
+/* An exception unwinds a call in progress: the call is abandoned as a cancelled one would be. */
+static void unwind_sending(struct sending *sending)
+{
+    WARN("an exception leaves call %llx: its caller is gone\n", (unsigned long long)sending->call_id);
+    if (sending->waiting) runner_abandon(sending->waiting);
+    if (sending->call) abandon_call(sending->call, sending->msg, sending->status);
+    if (sending->watch) transport_unwatch(sending->watch);
+    if (sending->wrapper) msgfilter_unwrap(sending->wrapper);
+    cancelobj_pop(sending->cancel);
+    ICancelMethodCalls_Release(sending->cancel);
+}
+
+/* thunks: calls func(arg) in a frame whose handler runs unwind_guard_handler's work only on an unwind. */
+void CDECL unwind_guarded(void (*func)(void *), void *arg, struct sending *sending);
+
+#define GUARD_UNWIND_FLAGS (EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND)
+
+#ifdef __x86_64__
+EXCEPTION_DISPOSITION CDECL unwind_guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context,
+                                                 void *dispatch)
+{
+    /* The frame is unwind_guarded's frame pointer; the state is kept just below it. */
+    if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) unwind_sending(*(struct sending **)((char *)frame - 8));
+    return ExceptionContinueSearch;
+}
+#else
+EXCEPTION_DISPOSITION CDECL unwind_guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context,
+                                                 void *dispatch)
+{
+    /* The frame is the registration record {prev, handler, state}. */
+    if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) unwind_sending(((struct sending **)frame)[2]);
+    return ExceptionContinueSearch;
+}
+#endif
 
 HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid)
 {
@@ -364,6 +430,7 @@ void synccall_thread_detach(void)
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
 {
     struct request_note note = { NULL, 0, FALSE };
+    struct sending sending;
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
     BOOL cancellable;
@@ -390,10 +457,18 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
         ICancelMethodCalls_Release(cancel);
         return wine_real.SendReceive(iface, msg, status);
     }
-    hr = send_receive_cancellable(iface, msg, status, cancel, call_id, note.transport, cancellable);
+    memset(&sending, 0, sizeof(sending));
+    sending.chan = iface;
+    sending.msg = msg;
+    sending.status = status;
+    sending.cancel = cancel;
+    sending.call_id = call_id;
+    sending.transport = note.transport;
+    sending.cancellable = cancellable;
+    unwind_guarded(send_receive_cancellable, &sending, &sending);
     cancelobj_pop(cancel);
     ICancelMethodCalls_Release(cancel);
-    return hr;
+    return sending.hr;
 }
 
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)

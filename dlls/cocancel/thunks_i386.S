@@ -65,3 +65,26 @@ _call_frame:
 	popl %esi
 	popl %ebp
 	ret
+
+/*
+ * unwind_guarded(func, arg, guard): calls func(arg) under an exception
+ * registration record {prev, unwind_guard_handler, guard}, whose handler
+ * (C) acts only when an exception unwinds the frame: a __finally for code
+ * that mingw's C cannot write.
+ */
+	.globl _unwind_guarded
+.balign 16
+_unwind_guarded:
+	pushl %ebp
+	movl %esp, %ebp
+	pushl 16(%ebp)
+	pushl $_unwind_guard_handler
+	pushl %fs:0
+	movl %esp, %fs:0
+	pushl 12(%ebp)
+	call *8(%ebp)
+	addl $4, %esp
+	movl -12(%ebp), %ecx
+	movl %ecx, %fs:0
+	leave
+	ret

@@ -116,3 +116,32 @@ call_frame:
 	popq %rbp
 	ret
 .seh_endproc
+
+/*
+ * unwind_guarded(func, arg, guard): calls func(arg) in a frame whose
+ * exception handler (unwind_guard_handler, C) runs only when an exception
+ * unwinds the frame, a __finally for code that mingw's C cannot write: the
+ * guard pointer is kept just below the frame pointer, where the handler
+ * finds it from the establisher frame.
+ */
+	.globl unwind_guarded
+.balign 16
+unwind_guarded:
+.seh_proc unwind_guarded
+	pushq %rbp
+.seh_pushreg %rbp
+	movq %rsp, %rbp
+.seh_setframe %rbp, 0
+	subq $48, %rsp
+.seh_stackalloc 48
+.seh_endprologue
+.seh_handler unwind_guard_handler, @unwind
+	movq %r8, -8(%rbp)
+	movq %rcx, %rax
+	movq %rdx, %rcx
+	call *%rax
+	nop
+	movq %rbp, %rsp
+	popq %rbp
+	ret
+.seh_endproc

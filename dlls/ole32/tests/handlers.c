@@ -30,6 +30,7 @@
 #define WM_PROBE (WM_USER + 7)
 
 static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
+static HRESULT (WINAPI *pCoGetCancelObject)(DWORD, REFIID, void **);
 static BOOL (WINAPI *pIsThreadAFiber)(void);
 
 /* Wine's headers do not declare IsThreadAFiber; kernel32 exports it. */
@@ -333,6 +334,8 @@ struct client
     HRESULT hr_next;                /* a second call's, after the window procedure of the first raised */
     LONG guard_hit;                 /* an exception reached the caller's handler around the call ... */
     DWORD guard_code;               /* ... with this code */
+    IMessageFilter *filter_after;   /* the message filter registered after it */
+    HRESULT cancel_object_hr;       /* CoGetCancelObject on the thread after it */
     BOOL fiber_after;               /* the thread was a fiber after the call */
 };
 
@@ -377,7 +380,14 @@ static DWORD WINAPI client_thread(void *arg)
         client->fiber_after = is_fiber();
         if (test.handler_raises || test.filter_raises)
         {
-            /* Something raised an exception during the first call; the thread makes another. */
+            /* Something raised an exception during the first call: nothing of that call is left
+             * registered on the thread, and it makes another. */
+            ICancelMethodCalls *cancel = NULL;
+
+            CoRegisterMessageFilter(&filter, &client->filter_after);
+            if (pCoGetCancelObject)
+                client->cancel_object_hr = pCoGetCancelObject(0, &IID_ICancelMethodCalls, (void **)&cancel);
+            if (cancel) ICancelMethodCalls_Release(cancel);
             test.handler_raises = FALSE;
             client->hr_next = IClassFactory_CreateInstance(proxy, NULL, &IID_IUnknown, (void **)&unk);
         }
@@ -588,6 +598,11 @@ static void test_filter_raises(BOOL enable)
     ok(test.raised_at && test.raised_at < test.call_returned_at,
        "the message filter raised at %ld, the call ended at %ld\n", test.raised_at, test.call_returned_at);
     ok(!client.fiber_after, "the thread was a fiber after the call\n");
+    ok(client.filter_after == &filter, "the message filter after the exception is %p, not the program's %p\n",
+       client.filter_after, &filter);
+    if (pCoGetCancelObject)
+        ok(client.cancel_object_hr == E_NOINTERFACE, "CoGetCancelObject after the exception got %#lx\n",
+           client.cancel_object_hr);
     todo_wine_if(!pCoCancelCall && client.guard_hit)
     ok(client.hr_next == S_FALSE, "the next call got %#lx\n", client.hr_next);
     test.filter_raises = FALSE;
@@ -601,6 +616,9 @@ START_TEST(handlers)
     WNDCLASSW cls = { 0 };
 
     pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
+    /* Called only where CoCancelCall is there too: a Wine that has one as a stub only lacks both. */
+    if (pCoCancelCall)
+        pCoGetCancelObject = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoGetCancelObject");
     pIsThreadAFiber = (void *)GetProcAddress(GetModuleHandleA("kernel32.dll"), "IsThreadAFiber");
 #ifdef __x86_64__
     pUnwind = (void *)GetProcAddress(GetModuleHandleA("ntdll.dll"), "RtlUnwindEx");

@@ -241,6 +241,14 @@ void runner_reap_wait(DWORD timeout);
 /* How many runs are abandoned and not finished yet (all threads). */
 DWORD runner_abandoned(void);
 HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct run **waiting);
+
+/* unwind.c and the thunks: func(arg) in a frame that calls guard->on_unwind(guard->arg) if an exception unwinds it. */
+struct unwind_guard
+{
+    void (*on_unwind)(void *arg);
+    void *arg;
+};
+void CDECL unwind_guarded(void (*func)(void *), void *arg, struct unwind_guard *guard);
 DWORD runner_leaked(void);
 BOOL runner_submit_job(struct thread_job *job);
 void runner_expect_abandon(void);

@@ -339,8 +339,10 @@ static void send_receive_cancellable(void *arg)
 }
 
 /* An exception unwinds a call in progress: the call is abandoned as a cancelled one would be. */
-static void unwind_sending(struct sending *sending)
+static void unwind_sending(void *arg)
 {
+    struct sending *sending = arg;
+
     WARN("an exception leaves call %llx: its caller is gone\n", (unsigned long long)sending->call_id);
     if (sending->waiting) runner_abandon(sending->waiting);
     if (sending->call) abandon_call(sending->call, sending->msg, sending->status);
@@ -350,28 +352,6 @@ static void unwind_sending(struct sending *sending)
     ICancelMethodCalls_Release(sending->cancel);
 }
 
-/* thunks: calls func(arg) in a frame whose handler runs unwind_guard_handler's work only on an unwind. */
-void CDECL unwind_guarded(void (*func)(void *), void *arg, struct sending *sending);
-
-#define GUARD_UNWIND_FLAGS (EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND)
-
-#ifdef __x86_64__
-EXCEPTION_DISPOSITION CDECL unwind_guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context,
-                                                 void *dispatch)
-{
-    /* The frame is unwind_guarded's frame pointer; the state is kept just below it. */
-    if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) unwind_sending(*(struct sending **)((char *)frame - 8));
-    return ExceptionContinueSearch;
-}
-#else
-EXCEPTION_DISPOSITION CDECL unwind_guard_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *context,
-                                                 void *dispatch)
-{
-    /* The frame is the registration record {prev, handler, state}. */
-    if (rec->ExceptionFlags & GUARD_UNWIND_FLAGS) unwind_sending(((struct sending **)frame)[2]);
-    return ExceptionContinueSearch;
-}
-#endif
 
 HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid)
 {
@@ -430,6 +410,7 @@ void synccall_thread_detach(void)
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
 {
     struct request_note note = { NULL, 0, FALSE };
+    struct unwind_guard guard;
     struct sending sending;
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
@@ -465,7 +446,9 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
     sending.call_id = call_id;
     sending.transport = note.transport;
     sending.cancellable = cancellable;
-    unwind_guarded(send_receive_cancellable, &sending, &sending);
+    guard.on_unwind = unwind_sending;
+    guard.arg = &sending;
+    unwind_guarded(send_receive_cancellable, &sending, &guard);
     cancelobj_pop(cancel);
     ICancelMethodCalls_Release(cancel);
     return sending.hr;

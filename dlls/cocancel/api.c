@@ -29,15 +29,13 @@ const struct api_export api_exports[COCANCEL_API_EXPORTS] =
  */
 HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
 {
+    HRESULT (WINAPI *wine)(DWORD, REFIID, void **) = apiroute_wine_function(API_GET_CANCEL_OBJECT);
     IUnknown *unk;
     HRESULT hr;
-
-    HRESULT (WINAPI *wine)(DWORD, REFIID, void **) = apiroute_wine_function(API_GET_CANCEL_OBJECT);
 
     TRACE("%04lx, %s, %p\n", tid, cc_debugstr_guid(riid), ppv);
 
     if (wine) return wine(tid, riid, ppv);
-
     if (!ppv) return E_INVALIDARG;
     *ppv = NULL;
     if (!riid) return E_INVALIDARG;
@@ -56,10 +54,9 @@ HRESULT WINAPI CoGetCancelObject(DWORD tid, REFIID riid, void **ppv)
  */
 HRESULT WINAPI CoSetCancelObject(IUnknown *unk)
 {
+    HRESULT (WINAPI *wine)(IUnknown *) = apiroute_wine_function(API_SET_CANCEL_OBJECT);
     ICancelMethodCalls *cancel;
     IUnknown *popped;
-
-    HRESULT (WINAPI *wine)(IUnknown *) = apiroute_wine_function(API_SET_CANCEL_OBJECT);
 
     TRACE("%p\n", unk);
 
@@ -104,10 +101,9 @@ HRESULT WINAPI CoCancelCall(DWORD tid, ULONG timeout)
  */
 HRESULT WINAPI CoTestCancel(void)
 {
+    HRESULT (WINAPI *wine)(void) = apiroute_wine_function(API_TEST_CANCEL);
     ICancelMethodCalls *cancel;
     HRESULT hr;
-
-    HRESULT (WINAPI *wine)(void) = apiroute_wine_function(API_TEST_CANCEL);
 
     TRACE("\n");
 

@@ -73,8 +73,12 @@ static void patch_combase(HMODULE combase)
     unsigned int i;
 
     for (i = 0; i < routed_count; i++)
-        if (winepatch_stub(WINEPATCH_API_STUBS, combase, routed_api[i].name, NULL) == STUB_NOT_A_STUB)
-            wine_has_api = TRUE;
+    {
+        /* The test knob api_one makes CoSetCancelObject alone look implemented. */
+        DWORD point = WINEPATCH_API_STUBS | (i == API_SET_CANCEL_OBJECT ? WINEPATCH_API_ONE : 0);
+
+        if (winepatch_stub(point, combase, routed_api[i].name, NULL) == STUB_NOT_A_STUB) wine_has_api = TRUE;
+    }
     if (wine_has_api)
     {
         /* api_exports is in enum api_index order. */

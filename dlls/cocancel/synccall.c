@@ -84,6 +84,7 @@ struct sending
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
     BOOL transport, cancellable;
+    BOOL refused;                   /* synccall_refused() when the call began */
     HRESULT hr;
     /* Held now: */
     struct filter_wrapper *wrapper;
@@ -237,19 +238,19 @@ static HRESULT end_call(struct sync_call *call, RPCOLEMESSAGE *msg, ULONG *statu
 }
 
 /* On an engine thread (the thread never initialises COM, so it runs in the MTA). */
-static HRESULT send_receive_detached(IRpcChannelBuffer *chan, RPCOLEMESSAGE *msg, ULONG *status,
-                                     ICancelMethodCalls *cancel, ULONGLONG call_id, BOOL transport)
+static HRESULT send_receive_detached(struct sending *sending)
 {
     struct sync_call *call;
 
-    if (!(call = new_call(chan, msg, cancel, call_id, transport))) return wine_real.SendReceive(chan, msg, status);
+    if (!(call = new_call(sending->chan, sending->msg, sending->cancel, sending->call_id, sending->transport)))
+        return wine_real.SendReceive(sending->chan, sending->msg, sending->status);
     if (!runner_submit_job(&call->job))
     {
         discard_call(call);
-        return wine_real.SendReceive(chan, msg, status);
+        return wine_real.SendReceive(sending->chan, sending->msg, sending->status);
     }
-    cancelobj_wait(cancel);
-    return end_call(call, msg, status);
+    cancelobj_wait(sending->cancel);
+    return end_call(call, sending->msg, sending->status);
 }
 
 /* On a worker fiber of this thread; FALSE when the call cannot run on a fiber here (nothing was sent). */
@@ -312,7 +313,7 @@ static void send_receive_cancellable(void *arg)
     struct sending *sending = arg;
     BOOL mta = caller_in_mta(), cancellable = sending->cancellable, transport = sending->transport, wrapped;
 
-    sending->wrapper = mta || synccall_refused() ? NULL : msgfilter_wrap(sending->cancel);
+    sending->wrapper = mta || sending->refused ? NULL : msgfilter_wrap(sending->cancel);
     wrapped = sending->wrapper != NULL;
     /* The server looks for the ring of a call that can be cancelled: it exists before the call goes. */
     if (cancellable || wrapped) cancelring_prepare();
@@ -330,8 +331,7 @@ static void send_receive_cancellable(void *arg)
     else if ((cancellable || wrapped) && send_receive_fiber(sending))
         TRACE("call %llx made on a fiber: %#lx\n", (unsigned long long)sending->call_id, sending->hr);
     else if (cancellable && mta)
-        sending->hr = send_receive_detached(sending->chan, sending->msg, sending->status, sending->cancel,
-                                            sending->call_id, transport);
+        sending->hr = send_receive_detached(sending);
     else
         sending->hr = send_receive_inline(sending, cancellable || wrapped);
     if (wrapped) msgfilter_unwrap(sending->wrapper);
@@ -351,7 +351,6 @@ static void unwind_sending(void *arg)
     cancelobj_pop(sending->cancel);
     ICancelMethodCalls_Release(sending->cancel);
 }
-
 
 HRESULT WINAPI synccall_GetBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, REFIID riid)
 {
@@ -410,11 +409,9 @@ void synccall_thread_detach(void)
 HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg, ULONG *status)
 {
     struct request_note note = { NULL, 0, FALSE };
-    struct unwind_guard guard;
-    struct sending sending;
     ICancelMethodCalls *cancel;
     ULONGLONG call_id;
-    BOOL cancellable;
+    BOOL refused, cancellable;
     HRESULT hr;
 
     /* A request whose GetBuffer was not seen (made before the channel was
@@ -431,27 +428,24 @@ HRESULT WINAPI synccall_SendReceive(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg
     /* Wine keeps the cancel objects of its calls itself. */
     if (apiroute_wine_has_api()) return wine_real.SendReceive(iface, msg, status);
     runner_reap();
-    cancellable = cancelobj_enabled() && !synccall_refused();
+    refused = synccall_refused();
+    cancellable = !refused && cancelobj_enabled();
     if (FAILED(cancelobj_create(cancellable, call_id, &cancel))) return wine_real.SendReceive(iface, msg, status);
     if (FAILED(cancelobj_push(cancel)))
     {
         ICancelMethodCalls_Release(cancel);
         return wine_real.SendReceive(iface, msg, status);
     }
-    memset(&sending, 0, sizeof(sending));
-    sending.chan = iface;
-    sending.msg = msg;
-    sending.status = status;
-    sending.cancel = cancel;
-    sending.call_id = call_id;
-    sending.transport = note.transport;
-    sending.cancellable = cancellable;
-    guard.on_unwind = unwind_sending;
-    guard.arg = &sending;
-    unwind_guarded(send_receive_cancellable, &sending, &guard);
+    {
+        struct sending sending = { iface, msg, status, cancel, call_id, note.transport, cancellable, refused };
+        struct unwind_guard guard = { unwind_sending, &sending };
+
+        unwind_guarded(send_receive_cancellable, &sending, &guard);
+        hr = sending.hr;
+    }
     cancelobj_pop(cancel);
     ICancelMethodCalls_Release(cancel);
-    return sending.hr;
+    return hr;
 }
 
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg)

@@ -262,9 +262,7 @@ enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, v
     AcquireSRWLockExclusive(&patch_lock);
     if (function && winepatch_is_jump_to(code, function)) result = STUB_PATCHED;
     /* A forced mismatch looks for the stub of no function at all. */
-    else if (!is_wine_stub(module, nt, code, (forced_mismatch & point) ||
-                           ((forced_mismatch & WINEPATCH_API_ONE) && !strcmp(name, "CoSetCancelObject"))
-                           ? "" : name))
+    else if (!is_wine_stub(module, nt, code, forced_mismatch & point ? "" : name))
     {
         TRACE("%s at %p is not a known stub; left alone\n", name, code);
         result = STUB_NOT_A_STUB;

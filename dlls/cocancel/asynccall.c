@@ -43,13 +43,9 @@
 #define PTR_SIZE 4
 #endif
 
-/* The thunks of thunks_*.S: MAX_THUNKS slots of THUNK_SIZE bytes. */
-#define MAX_THUNKS 512
-#define THUNK_SIZE 16
 #define FRAME_BYTES 1024
 
 extern const BYTE async_thunks[];
-ULONG_PTR CDECL call_frame(void *func, const ULONG_PTR *args, unsigned int count);
 #ifdef __x86_64__
 static HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);
 static LONG_PTR CDECL async_dcom_dispatch(const MIDL_STUB_DESC *stub_desc, const BYTE *format, BYTE *frame);
@@ -63,26 +59,6 @@ extern ULONGLONG (CDECL *async_dispatch_target)(IUnknown *, unsigned int, BYTE *
 /* ---------------------------------------------------------------------
  * Async interface descriptions, built from the proxy file's tables.
  */
-
-struct async_method
-{
-    struct cc_fmt_proc sync, begin, finish;
-    struct cc_fmt_split split;
-    unsigned int begin_pop, finish_pop;     /* i386: argument bytes the callee pops */
-};
-
-struct async_desc
-{
-    struct async_desc *next;
-    const CInterfaceProxyVtbl *async_proxy;     /* the key */
-    IID async_iid, sync_iid;
-    unsigned int vtbl_count;
-    const BYTE *types;
-    size_t types_len;
-    const MIDL_STUBLESS_PROXY_INFO *async_info;
-    void **vtbl;
-    struct async_method *methods;               /* (vtbl_count - 3) / 2 */
-};
 
 static SRWLOCK desc_lock = SRWLOCK_INIT;
 static struct async_desc *descs;
@@ -111,8 +87,39 @@ static HRESULT WINAPI async_iface_QueryInterface(IUnknown *iface, REFIID riid, v
 static ULONG WINAPI async_iface_AddRef(IUnknown *iface);
 static ULONG WINAPI async_iface_Release(IUnknown *iface);
 
+BOOL asynccall_find(const ProxyFileInfo *const *list, REFIID riid, const ProxyFileInfo **file, int *sync_index,
+                    int *async_index)
+{
+    int i, j;
+
+    for (i = 0; list && list[i]; i++)
+    {
+        const ProxyFileInfo *info = list[i];
+
+        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
+        for (j = 0; j < (int)info->TableSize; j++)
+        {
+            const IID *async_iid = info->pAsyncIIDLookup[j];
+            int k;
+
+            if (!IsEqualIID(info->pProxyVtblList[j]->header.piid, riid)) continue;
+            if (!async_iid || async_iid == (const IID *)(LONG_PTR)-1) return FALSE;
+            for (k = 0; k < (int)info->TableSize; k++)
+            {
+                if (!IsEqualIID(info->pProxyVtblList[k]->header.piid, async_iid)) continue;
+                *file = info;
+                *sync_index = j;
+                *async_index = k;
+                return TRUE;
+            }
+            return FALSE;
+        }
+    }
+    return FALSE;
+}
+
 /* Builds (once) the description of the async interface at file->pProxyVtblList[async_index]. */
-static struct async_desc *get_desc(const ProxyFileInfo *file, int sync_index, int async_index)
+const struct async_desc *asynccall_describe(const ProxyFileInfo *file, int sync_index, int async_index)
 {
     const CInterfaceProxyVtbl *sync_proxy = file->pProxyVtblList[sync_index];
     const CInterfaceProxyVtbl *async_proxy = file->pProxyVtblList[async_index];
@@ -162,6 +169,7 @@ static struct async_desc *get_desc(const ProxyFileInfo *file, int sync_index, in
         }
         method->begin_pop = pop_bytes(&method->begin);
         method->finish_pop = pop_bytes(&method->finish);
+        method->sync_pop = pop_bytes(&method->sync);
     }
     desc->vtbl[0] = async_iface_QueryInterface;
     desc->vtbl[1] = async_iface_AddRef;
@@ -516,7 +524,7 @@ static int read_sync_arg(void *ctx, uint16_t offset, uint8_t basetype, int deref
     return *value <= 0x1000000;
 }
 
-static SIZE_T arg_size(const struct cc_fmt_proc *proc, unsigned int i)
+SIZE_T asynccall_arg_size(const struct cc_fmt_proc *proc, unsigned int i)
 {
 #ifdef __x86_64__
     return 8;
@@ -556,7 +564,7 @@ static void build_frame(struct fiber_call *fc, const BYTE *frame, const double *
             memcpy((BYTE *)fc->frame + param->stack_offset, &value, sizeof(value));
             continue;
         }
-        memcpy((BYTE *)fc->frame + param->stack_offset, src, arg_size(&method->sync, p));
+        memcpy((BYTE *)fc->frame + param->stack_offset, src, asynccall_arg_size(&method->sync, p));
     }
 }
 
@@ -1117,7 +1125,7 @@ HRESULT asynccall_create(const ProxyFileInfo *file, int sync_index, int async_in
     HRESULT hr;
 
     /* Begin_'s request is intercepted: if it is the process's first proxied call, it finds the channel first. */
-    if (!(desc = get_desc(file, sync_index, async_index))) return E_NOTIMPL;
+    if (!(desc = asynccall_describe(file, sync_index, async_index))) return E_NOTIMPL;
     if (FAILED(hr = IUnknown_QueryInterface(manager, &desc->sync_iid, (void **)&sync))) return hr;
     hr = create_call_object(desc, sync, outer, riid, (void **)ppv);
     IUnknown_Release(sync);

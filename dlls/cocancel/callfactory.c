@@ -108,39 +108,6 @@ static const IRpcProxyBufferVtbl record_vtbl =
     record_Disconnect,
 };
 
-/* Where riid is in the factory's proxy files, and whether it has an async interface. */
-static BOOL find_async(const CStdPSFactoryBuffer *factory, REFIID riid, const ProxyFileInfo **file,
-                       int *sync_index, int *async_index)
-{
-    const ProxyFileInfo **list = factory->pProxyFileList;
-    int i, j;
-
-    for (i = 0; list && list[i]; i++)
-    {
-        const ProxyFileInfo *info = list[i];
-
-        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
-        for (j = 0; j < (int)info->TableSize; j++)
-        {
-            const IID *async_iid = info->pAsyncIIDLookup[j];
-            int k;
-
-            if (!IsEqualIID(info->pProxyVtblList[j]->header.piid, riid)) continue;
-            if (!async_iid || async_iid == (const IID *)(LONG_PTR)-1) return FALSE;
-            for (k = 0; k < (int)info->TableSize; k++)
-            {
-                if (!IsEqualIID(info->pProxyVtblList[k]->header.piid, async_iid)) continue;
-                *file = info;
-                *sync_index = j;
-                *async_index = k;
-                return TRUE;
-            }
-            return FALSE;
-        }
-    }
-    return FALSE;
-}
-
 /* Stands a record in front of the interface proxy *proxy (NULL, and *proxy unchanged, without memory). */
 static struct proxy_record *wrap_proxy(IRpcProxyBuffer **proxy)
 {
@@ -164,7 +131,7 @@ HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer,
 
     hr = wine_real.CreateProxy(iface, outer, riid, proxy, ppv);
     if (FAILED(hr) || !outer || !proxy || !*proxy) return hr;
-    if (!find_async((const CStdPSFactoryBuffer *)iface, riid, &file, &sync_index, &async_index))
+    if (!asynccall_find(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, riid, &file, &sync_index, &async_index))
     {
         /* Until the channel is found, a plain proxy is watched for its Connect alone. */
         if (!InterlockedCompareExchange(&channel_offered, 0, 0)) wrap_proxy(proxy);

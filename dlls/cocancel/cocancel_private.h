@@ -8,6 +8,7 @@
  *   main.c                     wires the layers together (DllMain)
  *   api.c                      the exported functions
  *   callfactory.c              ICallFactory on proxies
+ *   asyncstub.c                incoming calls through the server's call objects
  *   synccall.c asynccall.c     the synchronous call policy; call objects, Begin_/Finish_
  *   syncobj.c                  CLSID_StdEvent, CLSID_SynchronizeContainer
  *   apiroute.c                 getting the API into programs
@@ -37,6 +38,7 @@
 #include "cocancel.h"
 #include "core.h"
 #include "debug.h"
+#include "fmt.h"
 
 #ifndef ARRAY_SIZE
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -77,6 +79,7 @@ struct wine_functions
     void (WINAPI *RpcRaiseException)(RPC_STATUS);
     /* rpcrt4's standard proxy/stub factory and combase's proxy manager */
     HRESULT (WINAPI *CreateProxy)(IPSFactoryBuffer *, IUnknown *, REFIID, IRpcProxyBuffer **, void **);
+    HRESULT (WINAPI *CreateStub)(IPSFactoryBuffer *, REFIID, IUnknown *, IRpcStubBuffer **);
     HRESULT (WINAPI *manager_QueryInterface)(IUnknown *, REFIID, void **);
     /* rpcrt4's winebuild stub */
     void *NdrDcomAsyncClientCall;
@@ -177,6 +180,7 @@ BOOL orpchook_init(void (*on_request_filled)(REFIID riid));
 BOOL WINAPI orpchook_SetEvent(HANDLE event);
 void WINAPI orpchook_RpcRaiseException(RPC_STATUS status);
 ULONGLONG orpchook_take_call_id(void);
+ICancelMethodCalls *orpchook_server_call(ULONGLONG *call_id);
 
 /* runner.c */
 struct run;
@@ -307,6 +311,40 @@ BOOL synccall_refused(void);
 HRESULT WINAPI synccall_FreeBuffer(IRpcChannelBuffer *iface, RPCOLEMESSAGE *msg);
 
 /* asynccall.c */
+
+/* How one method of an async interface splits its synchronous method (from the proxy file's tables). */
+struct async_method
+{
+    struct cc_fmt_proc sync, begin, finish;
+    struct cc_fmt_split split;
+    unsigned int begin_pop, finish_pop, sync_pop;   /* i386: argument bytes the callee pops */
+};
+
+/* An async interface and its synchronous one, described once per proxy file. */
+struct async_desc
+{
+    struct async_desc *next;
+    const void *async_proxy;                    /* the key: its CInterfaceProxyVtbl */
+    IID async_iid, sync_iid;
+    unsigned int vtbl_count;
+    const BYTE *types;
+    size_t types_len;
+    const MIDL_STUBLESS_PROXY_INFO *async_info;
+    void **vtbl;
+    struct async_method *methods;               /* (vtbl_count - 3) / 2 */
+};
+
+/* The thunks of thunks_*.S: MAX_THUNKS slots of THUNK_SIZE bytes per table. */
+#define MAX_THUNKS 512
+#define THUNK_SIZE 16
+
+ULONG_PTR CDECL call_frame(void *func, const ULONG_PTR *args, unsigned int count);
+const struct async_desc *asynccall_describe(const struct tagProxyFileInfo *file, int sync_index, int async_index);
+/* Where riid is in the proxy files, and which entry is its async interface (FALSE: it has none). */
+BOOL asynccall_find(const struct tagProxyFileInfo *const *files, REFIID riid, const struct tagProxyFileInfo **file,
+                    int *sync_index, int *async_index);
+/* Bytes argument i of proc takes in its frame. */
+SIZE_T asynccall_arg_size(const struct cc_fmt_proc *proc, unsigned int i);
 void asynccall_init(void);
 void asynccall_module_unloaded(const void *base, SIZE_T size);
 void asynccall_request_filled(REFIID riid);
@@ -322,6 +360,10 @@ extern const BYTE dcom_entry[];   /* thunks_x86_64.S: rpcrt4!NdrDcomAsyncClientC
 HRESULT WINAPI callfactory_CreateProxy(IPSFactoryBuffer *iface, IUnknown *outer, REFIID riid,
                                        IRpcProxyBuffer **proxy, void **ppv);
 HRESULT WINAPI callfactory_manager_QueryInterface(IUnknown *iface, REFIID riid, void **ppv);
+
+/* asyncstub.c */
+HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub);
+void asyncstub_init(void);
 
 /* api.c */
 extern const struct api_export api_exports[COCANCEL_API_EXPORTS];

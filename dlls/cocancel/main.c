@@ -23,6 +23,7 @@ static void wire_layers(void)
     hooks.SetEvent = orpchook_SetEvent;
     hooks.RpcRaiseException = orpchook_RpcRaiseException;
     hooks.CreateProxy = callfactory_CreateProxy;
+    hooks.CreateStub = asyncstub_CreateStub;
     hooks.manager_QueryInterface = callfactory_manager_QueryInterface;
 #ifdef __x86_64__
     hooks.NdrDcomAsyncClientCall = (void *)dcom_entry;
@@ -54,6 +55,7 @@ static void process_attach(HINSTANCE instance)
 
     /* Worker fibers, call objects, ICallFactory on proxies. */
     asynccall_init();
+    asyncstub_init();
     uninit_init();
     if (!runner_init(uninit_watch_thread)) return;
     winepatch_wait_imports();

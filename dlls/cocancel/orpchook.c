@@ -218,6 +218,17 @@ static void WINAPI orpc_ServerNotify(IChannelHook *iface, REFGUID extension, REF
     TRACE("server call %llx begins\n", (unsigned long long)call->call_id);
 }
 
+/* The innermost server call of this thread (a reference), and its call id; NULL when there is none. */
+ICancelMethodCalls *orpchook_server_call(ULONGLONG *call_id)
+{
+    struct server_call *call;
+
+    if (server_call_tls == TLS_OUT_OF_INDEXES || !(call = TlsGetValue(server_call_tls))) return NULL;
+    *call_id = call->call_id;
+    ICancelMethodCalls_AddRef(&call->ICancelMethodCalls_iface);
+    return &call->ICancelMethodCalls_iface;
+}
+
 /* Puts back the call context the innermost call replaced. */
 static void end_server_call(struct server_call *call)
 {

@@ -5,23 +5,31 @@
  *    that passes n in eax to async_entry, which calls
  *    async_dispatch_target(this, n, frame); that returns the HRESULT in eax
  *    and the argument bytes the callee pops in edx;
+ *  - stub_thunks: the same for the vtables that stand in front of server
+ *    objects (asyncstub.c), through stub_dispatch_target;
  *  - call_frame(func, args, count): calls func with count 4-byte arguments.
  *
- * MAX_THUNKS in asynccall.c must match the .rept count below.
+ * MAX_THUNKS in asynccall.c must match the .rept count below (both tables).
  */
 
 	.globl _async_dispatch_target
+	.globl _stub_dispatch_target
 	.data
 	.balign 4
 /* Set by asynccall.c: where the thunks hand their calls over. */
 _async_dispatch_target:
 	.long 0
+_stub_dispatch_target:
+	.long 0
 
 	.globl _async_thunks
+	.globl _stub_thunks
 	.globl _call_frame
 .text
+/* A dispatcher entry and its table of 16-byte thunks, one per vtable slot. */
+.macro THUNK_TABLE entry, table, target
 .balign 16
-_async_entry:
+\entry:
 	pushl %ebp
 	movl %esp, %ebp
 	subl $16, %esp
@@ -30,21 +38,26 @@ _async_entry:
 	movl %eax, 4(%esp)
 	movl 8(%ebp), %ecx
 	movl %ecx, 0(%esp)
-	call *_async_dispatch_target
+	call *\target
 	movl %ebp, %esp
 	popl %ebp
 	popl %ecx
 	addl %edx, %esp
 	jmp *%ecx
 .balign 16
-_async_thunks:
-.set async_n, 0
+\table:
+.set thunk_n, 0
 .rept 512
-	movl $async_n, %eax
-	jmp _async_entry
+	movl $thunk_n, %eax
+	jmp \entry
 	.balign 16, 0xcc
-.set async_n, async_n + 1
+.set thunk_n, thunk_n + 1
 .endr
+.endm
+
+	THUNK_TABLE _async_entry, _async_thunks, _async_dispatch_target
+	THUNK_TABLE _stub_entry, _stub_thunks, _stub_dispatch_target
+
 .balign 16
 _call_frame:
 	pushl %ebp

@@ -12,11 +12,12 @@
  *  - call_frame(func, args, count): calls func with count pointer-sized
  *    arguments (the first four also in xmm0-3, for floating-point ones).
  *
- * MAX_THUNKS in asynccall.c must match the .rept count below.
+ * MAX_THUNKS in asynccall.c must match the .rept count below (both tables).
  */
 
 	.globl async_dispatch_target
 	.globl async_dcom_target
+	.globl stub_dispatch_target
 	.data
 	.balign 8
 /* Set by asynccall.c: where the thunks hand their calls over. */
@@ -24,14 +25,19 @@ async_dispatch_target:
 	.quad 0
 async_dcom_target:
 	.quad 0
+stub_dispatch_target:
+	.quad 0
 
 	.globl async_thunks
+	.globl stub_thunks
 	.globl dcom_entry
 	.globl call_frame
 .text
+/* A dispatcher entry and its table of 16-byte thunks, one per vtable slot. */
+.macro THUNK_TABLE entry, table, target
 .balign 16
-async_entry:
-.seh_proc async_entry
+\entry:
+.seh_proc \entry
 	movq %rcx, 8(%rsp)
 	movq %rdx, 16(%rsp)
 	movq %r8, 24(%rsp)
@@ -46,19 +52,24 @@ async_entry:
 	movl %r10d, %edx
 	leaq 0x50(%rsp), %r8
 	leaq 0x20(%rsp), %r9
-	call *async_dispatch_target(%rip)
+	call *\target(%rip)
 	addq $0x48, %rsp
 	ret
 .seh_endproc
 .balign 16
-async_thunks:
-.set async_n, 0
+\table:
+.set thunk_n, 0
 .rept 512
-	movl $async_n, %r10d
-	jmp async_entry
+	movl $thunk_n, %r10d
+	jmp \entry
 	.balign 16, 0xcc
-.set async_n, async_n + 1
+.set thunk_n, thunk_n + 1
 .endr
+.endm
+
+	THUNK_TABLE async_entry, async_thunks, async_dispatch_target
+	THUNK_TABLE stub_entry, stub_thunks, stub_dispatch_target
+
 /* NdrDcomAsyncClientCall(stub_desc, format, this, ...): the arguments from
  * 'this' on form a frame like the one of the method itself. */
 .balign 16

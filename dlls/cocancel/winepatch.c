@@ -12,8 +12,8 @@
  *    RpcServerUnregisterIf, RpcRaiseException, kernel32!SetEvent,
  *    WaitForMultipleObjectsEx and user32!MsgWaitForMultipleObjectsEx (each
  *    slot must hold the export);
- *  - rpcrt4's standard proxy/stub factory: CreateProxy (the vtable and its
- *    methods must lie in rpcrt4);
+ *  - rpcrt4's standard proxy/stub factory: CreateProxy and CreateStub (the
+ *    vtable and its methods must lie in rpcrt4);
  *  - combase's proxy manager: QueryInterface (vtable and methods in combase,
  *    and the object behaves as a COM identity);
  *  - rpcrt4!NdrDcomAsyncClientCall, a winebuild stub (x86_64).
@@ -507,7 +507,8 @@ void winepatch_proxy_factory(void)
         goto refuse;
     vtbl = (void **)factory.lpVtbl;
     if (!vtable_in_module(rpcrt4, vtbl, 5) ||
-        !replace_slot(vtbl, 3, (void *)hooks.CreateProxy, (void **)&wine_real.CreateProxy))
+        !replace_slot(vtbl, 3, (void *)hooks.CreateProxy, (void **)&wine_real.CreateProxy) ||
+        !replace_slot(vtbl, 4, (void *)hooks.CreateStub, (void **)&wine_real.CreateStub))
         goto refuse;
     mark_applied(WINEPATCH_FACTORY);
     end_patch();

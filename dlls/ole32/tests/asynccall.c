@@ -51,6 +51,7 @@ extern const ExtendedProxyFileInfo asynccall_ps_ProxyFileInfo;
 static const CLSID CLSID_AsyncTestPS = {0x2c3e5a1f, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
 
 static HRESULT (WINAPI *pCoTestCancel)(void);
+static HRESULT (WINAPI *pCoCancelCall)(DWORD, ULONG);
 
 /* Stock Wine has neither the call-cancellation API nor ICallFactory on its
  * proxies; a Wine that exports CoCancelCall is expected to have both. */
@@ -116,6 +117,7 @@ static struct
 {
     HANDLE slow_started;        /* auto-reset: a Slow call started */
     HANDLE saw_cancel;          /* auto-reset: a Slow call's CoTestCancel reported the cancel */
+    HANDLE finish_ran;          /* auto-reset: a server call object's Finish_Slow or Finish_Fail ran */
 } server;
 
 /* The local server's class, made anew by each run; its text also names the
@@ -333,6 +335,427 @@ static const IUnknownVtbl local_vtbl = { local_QueryInterface, local_AddRef, loc
 static IUnknown local_object = { &local_vtbl };
 
 /* ---------------------------------------------------------------------
+ * Server objects that process their calls asynchronously ("Server-Side
+ * Asynchronous Processing"): they implement ICallFactory, and the stub
+ * serves an incoming call through the call object CreateCall makes, which
+ * aggregates the stub's own object (ISynchronize, ICancelMethodCalls).
+ * The call object's results differ from the synchronous method's, so that
+ * the client can tell which one served it.
+ */
+
+#define ASYNC_BONUS 1000            /* what the call objects add to Add's and Many's results */
+#define FAIL_BEGIN  0x80041001      /* Fail(): Begin_ fails with it */
+#define FAIL_NEVER  0x80041002      /* Fail(): the call object never signals (it returns it from Finish_) */
+#define FAIL_TWICE  0x80041003      /* Fail(): the call object signals twice and returns S_OK */
+
+/* What this process's server objects did. */
+static struct
+{
+    LONG syncs;                     /* synchronous methods of the async servers */
+    LONG creates, begins, finishes;
+    char order[64];                 /* 'B'egin_, 'F'inish_, 'S'ynchronous, in order */
+    LONG order_len;
+} served;
+
+static void served_note(char what, LONG *count)
+{
+    LONG i = InterlockedIncrement(&served.order_len) - 1;
+
+    if (i < (LONG)sizeof(served.order) - 1) served.order[i] = what;
+    if (count) InterlockedIncrement(count);
+}
+
+static void served_reset(void)
+{
+    memset(&served, 0, sizeof(served));
+}
+
+struct srv_call
+{
+    IUnknown IUnknown_inner;
+    AsyncICcAsyncTest AsyncICcAsyncTest_iface;
+    LONG refcount;
+    IUnknown *outer;
+    HRESULT hr;
+    int sum, io;
+    double dsum;
+    BSTR text;
+    DWORD ms, seen_cancel;
+    HANDLE worker;
+    ISynchronize *sync;             /* the outer object's, for the worker */
+    ICancelMethodCalls *cancel;
+};
+
+static inline struct srv_call *srv_call_from_inner(IUnknown *iface)
+{
+    return CONTAINING_RECORD(iface, struct srv_call, IUnknown_inner);
+}
+
+static inline struct srv_call *srv_call_from_async(AsyncICcAsyncTest *iface)
+{
+    return CONTAINING_RECORD(iface, struct srv_call, AsyncICcAsyncTest_iface);
+}
+
+static HRESULT WINAPI srv_inner_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    struct srv_call *call = srv_call_from_inner(iface);
+
+    if (IsEqualIID(riid, &IID_IUnknown)) *ppv = &call->IUnknown_inner;
+    else if (IsEqualIID(riid, &IID_AsyncICcAsyncTest)) *ppv = &call->AsyncICcAsyncTest_iface;
+    else
+    {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    IUnknown_AddRef((IUnknown *)*ppv);
+    return S_OK;
+}
+
+static ULONG WINAPI srv_inner_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&srv_call_from_inner(iface)->refcount);
+}
+
+static ULONG WINAPI srv_inner_Release(IUnknown *iface)
+{
+    struct srv_call *call = srv_call_from_inner(iface);
+    ULONG ref = InterlockedDecrement(&call->refcount);
+
+    if (!ref)
+    {
+        if (call->worker)
+        {
+            WaitForSingleObject(call->worker, 10000);
+            CloseHandle(call->worker);
+        }
+        SysFreeString(call->text);
+        HeapFree(GetProcessHeap(), 0, call);
+    }
+    return ref;
+}
+
+static const IUnknownVtbl srv_inner_vtbl = { srv_inner_QueryInterface, srv_inner_AddRef, srv_inner_Release };
+
+static HRESULT WINAPI srv_QueryInterface(AsyncICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(srv_call_from_async(iface)->outer, riid, ppv);
+}
+
+static ULONG WINAPI srv_AddRef(AsyncICcAsyncTest *iface)
+{
+    return IUnknown_AddRef(srv_call_from_async(iface)->outer);
+}
+
+static ULONG WINAPI srv_Release(AsyncICcAsyncTest *iface)
+{
+    return IUnknown_Release(srv_call_from_async(iface)->outer);
+}
+
+/* Tells the stub that the call's results are ready, through the aggregating object. */
+static void srv_signal(struct srv_call *call)
+{
+    ISynchronize *sync;
+    HRESULT hr;
+
+    hr = IUnknown_QueryInterface(call->outer, &IID_ISynchronize, (void **)&sync);
+    ok(hr == S_OK, "the outer object's ISynchronize got %#lx\n", hr);
+    if (FAILED(hr)) return;
+    hr = ISynchronize_Signal(sync);
+    ok(hr == S_OK, "Signal got %#lx\n", hr);
+    ISynchronize_Release(sync);
+}
+
+static HRESULT WINAPI srv_Begin_Add(AsyncICcAsyncTest *iface, int a, int b)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+
+    served_note('B', &served.begins);
+    call->sum = a + b + ASYNC_BONUS;
+    srv_signal(call);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Finish_Add(AsyncICcAsyncTest *iface, int *sum)
+{
+    served_note('F', &served.finishes);
+    *sum = srv_call_from_async(iface)->sum;
+    return S_OK;
+}
+
+/* Slow's work runs on a thread of the server's: it looks at the call's cancellation, then signals. */
+static DWORD WINAPI srv_slow_worker(void *arg)
+{
+    struct srv_call *call = arg;
+    DWORD start = GetTickCount();
+
+    while (GetTickCount() - start < call->ms)
+    {
+        if (ICancelMethodCalls_TestCancel(call->cancel) == RPC_E_CALL_CANCELED)
+        {
+            call->seen_cancel = 1;
+            SetEvent(server.saw_cancel);
+            break;
+        }
+        Sleep(5);
+    }
+    ISynchronize_Signal(call->sync);
+    ISynchronize_Release(call->sync);
+    ICancelMethodCalls_Release(call->cancel);
+    return 0;
+}
+
+static HRESULT WINAPI srv_Begin_Slow(AsyncICcAsyncTest *iface, DWORD ms)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+    HRESULT hr;
+
+    served_note('B', &served.begins);
+    hr = IUnknown_QueryInterface(call->outer, &IID_ICancelMethodCalls, (void **)&call->cancel);
+    ok(hr == S_OK, "the outer object's ICancelMethodCalls got %#lx\n", hr);
+    if (FAILED(hr)) return hr;
+    hr = ICancelMethodCalls_TestCancel(call->cancel);
+    ok(hr == RPC_S_CALLPENDING, "TestCancel in Begin_ got %#lx\n", hr);
+    IUnknown_QueryInterface(call->outer, &IID_ISynchronize, (void **)&call->sync);
+    call->ms = ms;
+    call->seen_cancel = 0;
+    call->worker = CreateThread(NULL, 0, srv_slow_worker, call, 0, NULL);
+    SetEvent(server.slow_started);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Finish_Slow(AsyncICcAsyncTest *iface, DWORD *seen_cancel)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+
+    served_note('F', &served.finishes);
+    /* The server's clean-up: its worker is done. */
+    ok(!WaitForSingleObject(call->worker, 10000), "the worker did not end\n");
+    *seen_cancel = call->seen_cancel;
+    SetEvent(server.finish_ran);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Begin_Mix(AsyncICcAsyncTest *iface, double d, float f, BSTR s, int *io)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+
+    served_note('B', &served.begins);
+    call->dsum = d * 2 + f + ASYNC_BONUS;
+    call->io = *io * 10 + SysStringLen(s);
+    call->text = SysAllocString(s);
+    srv_signal(call);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Finish_Mix(AsyncICcAsyncTest *iface, int *io, BSTR *out, double *dout)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+    WCHAR buffer[64];
+
+    served_note('F', &served.finishes);
+    *io = call->io;
+    *dout = call->dsum;
+    wcscpy(buffer, L"async ");
+    if (call->text) wcscat(buffer, call->text);
+    *out = SysAllocString(buffer);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Begin_Struct(AsyncICcAsyncTest *iface, const cc_point *in)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Finish_Struct(AsyncICcAsyncTest *iface, cc_point *out)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Begin_Array(AsyncICcAsyncTest *iface, int n, const int *in)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Finish_Array(AsyncICcAsyncTest *iface, int *out, int *total)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Begin_Str(AsyncICcAsyncTest *iface, const WCHAR *s)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Finish_Str(AsyncICcAsyncTest *iface, int *len, BSTR *doubled)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Begin_Iface(AsyncICcAsyncTest *iface, IUnknown *in)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Finish_Iface(AsyncICcAsyncTest *iface, IUnknown **out)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Begin_Many(AsyncICcAsyncTest *iface, int a1, double a2, int a3, float a4, int a5,
+                                    double a6, int a7, hyper a8, int a9)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+
+    served_note('B', &served.begins);
+    call->dsum = a1 + a2 + a3 + a4 + a5 + a6 + a7 + (double)a8 + a9 + ASYNC_BONUS;
+    srv_signal(call);
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Finish_Many(AsyncICcAsyncTest *iface, double *sum)
+{
+    served_note('F', &served.finishes);
+    *sum = srv_call_from_async(iface)->dsum;
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Begin_Swap(AsyncICcAsyncTest *iface, BSTR *s, cc_point *p)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Finish_Swap(AsyncICcAsyncTest *iface, BSTR *s, cc_point *p)
+{
+    return E_NOTIMPL;
+}
+
+static HRESULT WINAPI srv_Begin_Fail(AsyncICcAsyncTest *iface, HRESULT hr)
+{
+    struct srv_call *call = srv_call_from_async(iface);
+
+    served_note('B', &served.begins);
+    call->hr = hr;
+    if (hr == (HRESULT)FAIL_BEGIN) return hr;
+    if (hr == (HRESULT)FAIL_NEVER)
+    {
+        SetEvent(server.slow_started);
+        return S_OK;
+    }
+    srv_signal(call);
+    if (hr == (HRESULT)FAIL_TWICE)
+    {
+        srv_signal(call);
+        call->hr = S_OK;
+    }
+    return S_OK;
+}
+
+static HRESULT WINAPI srv_Finish_Fail(AsyncICcAsyncTest *iface, int *out)
+{
+    served_note('F', &served.finishes);
+    *out = 42;
+    SetEvent(server.finish_ran);
+    return srv_call_from_async(iface)->hr;
+}
+
+static const AsyncICcAsyncTestVtbl srv_call_vtbl =
+{
+    srv_QueryInterface, srv_AddRef, srv_Release,
+    srv_Begin_Add, srv_Finish_Add, srv_Begin_Slow, srv_Finish_Slow, srv_Begin_Mix, srv_Finish_Mix,
+    srv_Begin_Struct, srv_Finish_Struct, srv_Begin_Array, srv_Finish_Array, srv_Begin_Str, srv_Finish_Str,
+    srv_Begin_Iface, srv_Finish_Iface, srv_Begin_Many, srv_Finish_Many, srv_Begin_Swap, srv_Finish_Swap,
+    srv_Begin_Fail, srv_Finish_Fail,
+};
+
+/* The server objects: one whose CreateCall makes call objects, one whose CreateCall fails. */
+struct async_server
+{
+    ICcAsyncTest ICcAsyncTest_iface;
+    ICallFactory ICallFactory_iface;
+    BOOL no_calls;
+};
+
+static inline struct async_server *async_server_from_ICcAsyncTest(ICcAsyncTest *iface)
+{
+    return CONTAINING_RECORD(iface, struct async_server, ICcAsyncTest_iface);
+}
+
+static inline struct async_server *async_server_from_ICallFactory(ICallFactory *iface)
+{
+    return CONTAINING_RECORD(iface, struct async_server, ICallFactory_iface);
+}
+
+static HRESULT WINAPI asrv_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    struct async_server *srv = async_server_from_ICcAsyncTest(iface);
+
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest)) *ppv = &srv->ICcAsyncTest_iface;
+    else if (IsEqualIID(riid, &IID_ICallFactory)) *ppv = &srv->ICallFactory_iface;
+    else
+    {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    return S_OK;
+}
+
+static HRESULT WINAPI asrv_Add(ICcAsyncTest *iface, int a, int b, int *sum)
+{
+    served_note('S', &served.syncs);
+    return test_Add(iface, a, b, sum);
+}
+
+static const ICcAsyncTestVtbl asrv_vtbl =
+{
+    asrv_QueryInterface, test_AddRef, test_Release, asrv_Add, test_Slow, test_Mix, test_Struct,
+    test_Array, test_Str, test_Iface, test_Many, test_Swap, test_Fail,
+};
+
+static HRESULT WINAPI asrv_factory_QueryInterface(ICallFactory *iface, REFIID riid, void **ppv)
+{
+    return asrv_QueryInterface(&async_server_from_ICallFactory(iface)->ICcAsyncTest_iface, riid, ppv);
+}
+
+static ULONG WINAPI asrv_factory_AddRef(ICallFactory *iface)
+{
+    return 2;
+}
+
+static ULONG WINAPI asrv_factory_Release(ICallFactory *iface)
+{
+    return 1;
+}
+
+static HRESULT WINAPI asrv_factory_CreateCall(ICallFactory *iface, REFIID riid, IUnknown *outer, REFIID riid2,
+                                              IUnknown **ppv)
+{
+    struct async_server *srv = async_server_from_ICallFactory(iface);
+    struct srv_call *call;
+    HRESULT hr;
+
+    *ppv = NULL;
+    InterlockedIncrement(&served.creates);
+    if (srv->no_calls || !IsEqualIID(riid, &IID_AsyncICcAsyncTest)) return E_NOINTERFACE;
+    if (outer && !IsEqualIID(riid2, &IID_IUnknown)) return CLASS_E_NOAGGREGATION;
+    if (!(call = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*call)))) return E_OUTOFMEMORY;
+    call->IUnknown_inner.lpVtbl = &srv_inner_vtbl;
+    call->AsyncICcAsyncTest_iface.lpVtbl = &srv_call_vtbl;
+    call->refcount = 1;
+    call->outer = outer ? outer : &call->IUnknown_inner;
+    hr = IUnknown_QueryInterface(&call->IUnknown_inner, riid2, (void **)ppv);
+    IUnknown_Release(&call->IUnknown_inner);
+    return hr;
+}
+
+static const ICallFactoryVtbl asrv_factory_vtbl =
+{
+    asrv_factory_QueryInterface, asrv_factory_AddRef, asrv_factory_Release, asrv_factory_CreateCall,
+};
+
+static struct async_server async_server = { { &asrv_vtbl }, { &asrv_factory_vtbl }, FALSE };
+static struct async_server sync_server = { { &asrv_vtbl }, { &asrv_factory_vtbl }, TRUE };
+
+/* ---------------------------------------------------------------------
  * The host: a thread of the given apartment type owning the server objects.
  */
 
@@ -341,6 +764,7 @@ struct host
     DWORD model;
     HANDLE thread, ready, quit;
     IStream *stream, *stream2;
+    IStream *async_stream, *sync_stream;    /* async_server and sync_server */
 };
 
 static DWORD WINAPI host_thread(void *arg)
@@ -354,6 +778,12 @@ static DWORD WINAPI host_thread(void *arg)
     hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&test_object, &host->stream);
     ok(hr == S_OK, "marshal got %#lx\n", hr);
     hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcSyncOnly, (IUnknown *)&synconly_object, &host->stream2);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&async_server.ICcAsyncTest_iface,
+                                               &host->async_stream);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&sync_server.ICcAsyncTest_iface,
+                                               &host->sync_stream);
     ok(hr == S_OK, "marshal got %#lx\n", hr);
     SetEvent(host->ready);
     if (host->model == COINIT_APARTMENTTHREADED)
@@ -1315,6 +1745,241 @@ static void test_signal_sends_message(ICcAsyncTest *proxy)
     CloseHandle(outer.signal_returned);
 }
 
+/* ---------------------------------------------------------------------
+ * Calls served through the server's call objects.
+ */
+
+struct slow_caller
+{
+    IStream *stream;
+    HRESULT hr;
+    DWORD seen;
+};
+
+/* A second client whose Slow call stays pending in the server's call object (an STA: never the server's apartment). */
+static DWORD WINAPI slow_caller_thread(void *arg)
+{
+    struct slow_caller *caller = arg;
+    ICcAsyncTest *proxy = NULL;
+
+    DWORD cookie;
+
+    CoInitializeEx(NULL, COINIT_APARTMENTTHREADED);
+    cookie = register_ps();
+    caller->hr = CoGetInterfaceAndReleaseStream(caller->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (SUCCEEDED(caller->hr))
+    {
+        caller->hr = ICcAsyncTest_Slow(proxy, 3000, &caller->seen);
+        ICcAsyncTest_Release(proxy);
+    }
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+struct canceller
+{
+    DWORD tid;
+    HRESULT hr;
+};
+
+/* Cancels the calls of thread tid once the server call object has begun. */
+static DWORD WINAPI canceller_thread(void *arg)
+{
+    struct canceller *canceller = arg;
+
+    canceller->hr = E_UNEXPECTED;
+    if (WaitForSingleObject(server.slow_started, 10000)) return 0;
+    Sleep(50);
+    canceller->hr = pCoCancelCall(canceller->tid, 0);
+    return 0;
+}
+
+/* A synchronous call that another thread cancels: the client is released, the server's Finish_ still runs. */
+static void cancel_served_call(ICcAsyncTest *proxy, BOOL never_signals)
+{
+    struct canceller canceller;
+    DWORD seen = 0xdead, start, elapsed;
+    HANDLE thread;
+    int out;
+    HRESULT hr;
+
+    ResetEvent(server.slow_started);
+    ResetEvent(server.saw_cancel);
+    ResetEvent(server.finish_ran);
+    canceller.tid = GetCurrentThreadId();
+    thread = CreateThread(NULL, 0, canceller_thread, &canceller, 0, NULL);
+    start = GetTickCount();
+    if (never_signals) hr = ICcAsyncTest_Fail(proxy, (HRESULT)FAIL_NEVER, &out);
+    else hr = ICcAsyncTest_Slow(proxy, 10000, &seen);
+    elapsed = GetTickCount() - start;
+    ok(!WaitForSingleObject(thread, 10000), "the cancelling thread did not end\n");
+    CloseHandle(thread);
+    ok(canceller.hr == S_OK, "CoCancelCall got %#lx\n", canceller.hr);
+    ok(hr == RPC_E_CALL_CANCELED, "the cancelled call got %#lx\n", hr);
+    ok(elapsed < 5000, "released after %lu ms\n", elapsed);
+    if (!never_signals)
+        ok(!WaitForSingleObject(server.saw_cancel, 5000), "the server call object did not see the cancel\n");
+    ok(!WaitForSingleObject(server.finish_ran, 5000), "the server call object's Finish_ did not run\n");
+}
+
+/*
+ * proxy: on a server object with call objects; plain (or NULL): on one
+ * whose CreateCall fails.  local: the server objects are in this process;
+ * capable: the server's process processes calls asynchronously (Windows
+ * does; stock Wine has no such thing); mta: the server is in an MTA.
+ */
+static void test_server_call_objects(ICcAsyncTest *proxy, ICcAsyncTest *plain, BOOL local, BOOL mta, BOOL capable)
+{
+    LONG begins, finishes, syncs, creates;
+    struct slow_caller caller;
+    AsyncICcAsyncTest *call;
+    DWORD start, elapsed, seen;
+    BSTR out = NULL, text;
+    double dout = 0;
+    int sum = 0, io;
+    HANDLE thread;
+    HRESULT hr;
+
+    if (local) served_reset();
+    hr = ICcAsyncTest_Add(proxy, 2, 3, &sum);
+    ok(hr == S_OK, "Add got %#lx\n", hr);
+    todo_wine_if(!capable) ok(sum == 5 + ASYNC_BONUS, "the synchronous client got %d\n", sum);
+    if (local)
+    {
+        todo_wine_if(!capable) ok(served.creates == 1 && served.begins == 1 && served.finishes == 1 &&
+                                  !served.syncs, "CreateCall %ld, Begin_ %ld, Finish_ %ld, synchronous %ld\n",
+                                  served.creates, served.begins, served.finishes, served.syncs);
+        todo_wine_if(!capable) ok(!strcmp(served.order, "BF"), "the server ran \"%s\"\n", served.order);
+    }
+    if (!capable)
+    {
+        ok(sum == 5, "the synchronous method got %d\n", sum);
+        skip("no server-side asynchronous processing here\n");
+        return;
+    }
+
+    /* Floating-point arguments in registers and on the stack, strings, [in, out]. */
+    io = 3;
+    text = SysAllocString(L"ab");
+    hr = ICcAsyncTest_Mix(proxy, 1.5, 0.25f, text, &io, &out, &dout);
+    SysFreeString(text);
+    ok(hr == S_OK, "Mix got %#lx\n", hr);
+    ok(dout == 1.5 * 2 + 0.25 + ASYNC_BONUS, "Mix's double is %f\n", dout);
+    ok(io == 32, "Mix's [in, out] value is %d\n", io);
+    ok(out && !wcscmp(out, L"async ab"), "Mix's string is %s\n", wine_dbgstr_w(out));
+    SysFreeString(out);
+    dout = 0;
+    hr = ICcAsyncTest_Many(proxy, 1, 2.5, 3, 4.5f, 5, 6.5, 7, 8, 9, &dout);
+    ok(hr == S_OK && dout == 46.5 + ASYNC_BONUS, "Many got %#lx, %f\n", hr, dout);
+
+    /* An asynchronous client: its call object's call is served by the server's. */
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        hr = AsyncICcAsyncTest_Begin_Add(call, 4, 5);
+        ok(hr == S_OK, "Begin_Add got %#lx\n", hr);
+        hr = AsyncICcAsyncTest_Finish_Add(call, &sum);
+        ok(hr == S_OK && sum == 9 + ASYNC_BONUS, "the asynchronous client got %#lx, %d\n", hr, sum);
+        hr = AsyncICcAsyncTest_Begin_Fail(call, 0x80041234);
+        ok(hr == S_OK, "Begin_Fail got %#lx\n", hr);
+        hr = AsyncICcAsyncTest_Finish_Fail(call, &io);
+        ok(hr == (HRESULT)0x80041234 && io == 42, "the asynchronous client's Fail got %#lx, %d\n", hr, io);
+        AsyncICcAsyncTest_Release(call);
+    }
+
+    /* Failures: the client gets Finish_'s result, or Begin_'s when Begin_ fails (and then no Finish_ runs). */
+    if (local)
+    {
+        begins = served.begins;
+        finishes = served.finishes;
+    }
+    io = 0;
+    hr = ICcAsyncTest_Fail(proxy, 0x80041234, &io);
+    ok(hr == (HRESULT)0x80041234 && io == 42, "Finish_'s failure got %#lx, %d\n", hr, io);
+    hr = ICcAsyncTest_Fail(proxy, (HRESULT)FAIL_BEGIN, &io);
+    ok(hr == (HRESULT)FAIL_BEGIN, "Begin_'s failure got %#lx\n", hr);
+    io = 0;
+    hr = ICcAsyncTest_Fail(proxy, (HRESULT)FAIL_TWICE, &io);
+    ok(hr == S_OK && io == 42, "a call object that signals twice got %#lx, %d\n", hr, io);
+    if (local)
+        ok(served.begins == begins + 3 && served.finishes == finishes + 2, "Begin_ %ld times, Finish_ %ld times\n",
+           served.begins - begins, served.finishes - finishes);
+
+    /* CreateCall fails: the synchronous method serves the call. */
+    if (plain)
+    {
+        if (local)
+        {
+            syncs = served.syncs;
+            creates = served.creates;
+            begins = served.begins;
+        }
+        hr = ICcAsyncTest_Add(plain, 2, 3, &sum);
+        ok(hr == S_OK && sum == 5, "without a call object got %#lx, %d\n", hr, sum);
+        if (local)
+            ok(served.syncs == syncs + 1 && served.creates == creates + 1 && served.begins == begins,
+               "synchronous %ld, CreateCall %ld, Begin_ %ld\n", served.syncs - syncs, served.creates - creates,
+               served.begins - begins);
+    }
+
+    /* The server is not held while its call object works: a second call is answered meanwhile. */
+    ResetEvent(server.slow_started);
+    ResetEvent(server.finish_ran);
+    hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)proxy, &caller.stream);
+    ok(hr == S_OK, "marshal got %#lx\n", hr);
+    caller.seen = 0xdead;
+    thread = CreateThread(NULL, 0, slow_caller_thread, &caller, 0, NULL);
+    ok(!WaitForSingleObject(server.slow_started, 10000), "the first call did not begin\n");
+    start = GetTickCount();
+    hr = ICcAsyncTest_Add(proxy, 10, 20, &sum);
+    elapsed = GetTickCount() - start;
+    ok(hr == S_OK && sum == 30 + ASYNC_BONUS, "the second call got %#lx, %d\n", hr, sum);
+    ok(elapsed < 2500, "the second call took %lu ms (%s server)\n", elapsed, mta ? "MTA" : "STA");
+    ok(WaitForSingleObject(thread, 0) == WAIT_TIMEOUT, "the first call ended before the second\n");
+    ok(!WaitForSingleObject(thread, 10000), "the first call did not end\n");
+    CloseHandle(thread);
+    ok(caller.hr == S_OK && !caller.seen, "the first call got %#lx, %lu\n", caller.hr, caller.seen);
+    ok(!WaitForSingleObject(server.finish_ran, 0), "Finish_Slow did not run\n");
+
+    /* Cancels reach the server call object, whose Finish_ still runs. */
+    if (!pCoCancelCall)
+    {
+        skip("no CoCancelCall\n");
+        return;
+    }
+    CoEnableCallCancellation(NULL);
+    cancel_served_call(proxy, FALSE);
+    cancel_served_call(proxy, TRUE);
+    CoDisableCallCancellation(NULL);
+    if (SUCCEEDED(create_call(proxy, &call)))
+    {
+        ICancelMethodCalls *cancel;
+
+        ResetEvent(server.slow_started);
+        ResetEvent(server.saw_cancel);
+        ResetEvent(server.finish_ran);
+        AsyncICcAsyncTest_QueryInterface(call, &IID_ICancelMethodCalls, (void **)&cancel);
+        hr = AsyncICcAsyncTest_Begin_Slow(call, 10000);
+        ok(hr == S_OK, "Begin_Slow got %#lx\n", hr);
+        ok(!WaitForSingleObject(server.slow_started, 10000), "the server call object did not begin\n");
+        hr = ICancelMethodCalls_Cancel(cancel, 0);
+        ok(hr == S_OK, "Cancel got %#lx\n", hr);
+        seen = 0xdead;
+        hr = AsyncICcAsyncTest_Finish_Slow(call, &seen);
+        ok(hr == RPC_E_CALL_CANCELED, "Finish_ after Cancel got %#lx\n", hr);
+        ok(!WaitForSingleObject(server.saw_cancel, 5000), "the server call object did not see the cancel\n");
+        ok(!WaitForSingleObject(server.finish_ran, 5000), "the server call object's Finish_ did not run\n");
+        ICancelMethodCalls_Release(cancel);
+        AsyncICcAsyncTest_Release(call);
+    }
+
+    /* The server works on. */
+    hr = ICcAsyncTest_Add(proxy, 20, 22, &sum);
+    ok(hr == S_OK && sum == 42 + ASYNC_BONUS, "after the cancels got %#lx, %d\n", hr, sum);
+    if (local) ok(served.begins == served.finishes + 1, "Begin_ %ld times, Finish_ %ld times\n", served.begins,
+                  served.finishes);
+}
+
 struct client
 {
     DWORD model;
@@ -1324,7 +1989,7 @@ struct client
 static DWORD WINAPI client_thread(void *arg)
 {
     struct client *client = arg;
-    ICcAsyncTest *proxy = NULL;
+    ICcAsyncTest *proxy = NULL, *async_proxy = NULL, *sync_proxy = NULL;
     ICcSyncOnly *synconly = NULL;
     DWORD cookie;
     HRESULT hr;
@@ -1355,6 +2020,15 @@ static DWORD WINAPI client_thread(void *arg)
          * at about 600 calls under Wine. */
         test_outstanding(proxy, sizeof(void *) == 8 ? 1000 : 300);
     }
+    hr = CoGetInterfaceAndReleaseStream(client->host->async_stream, &IID_ICcAsyncTest, (void **)&async_proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    hr = CoGetInterfaceAndReleaseStream(client->host->sync_stream, &IID_ICcAsyncTest, (void **)&sync_proxy);
+    ok(hr == S_OK, "unmarshal got %#lx\n", hr);
+    if (async_proxy && sync_proxy)
+        test_server_call_objects(async_proxy, sync_proxy, TRUE, client->host->model == COINIT_MULTITHREADED,
+                                 !wine_lacks_async);
+    if (async_proxy) ICcAsyncTest_Release(async_proxy);
+    if (sync_proxy) ICcAsyncTest_Release(sync_proxy);
     if (proxy) ICcAsyncTest_Release(proxy);
     if (synconly) ICcSyncOnly_Release(synconly);
     CoRevokeClassObject(cookie);
@@ -1409,9 +2083,13 @@ static ULONG WINAPI server_factory_Release(IClassFactory *iface)
     return 1;
 }
 
+static IClassFactory async_server_factory;
+
 static HRESULT WINAPI server_factory_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
 {
     if (outer) return CLASS_E_NOAGGREGATION;
+    if (iface == &async_server_factory)
+        return ICcAsyncTest_QueryInterface(&async_server.ICcAsyncTest_iface, riid, ppv);
     return ICcAsyncTest_QueryInterface(&test_object, riid, ppv);
 }
 
@@ -1427,11 +2105,20 @@ static const IClassFactoryVtbl server_factory_vtbl =
 };
 
 static IClassFactory server_factory = { &server_factory_vtbl };
+static IClassFactory async_server_factory = { &server_factory_vtbl };
+
+/* The local server's second class: its objects process calls through call objects. */
+static void get_async_class(const CLSID *clsid, CLSID *async_clsid)
+{
+    *async_clsid = *clsid;
+    async_clsid->Data4[7] ^= 0x5a;
+}
 
 static void run_local_server(const CLSID *clsid)
 {
     HANDLE quit = open_run_event(L"cocancel_async_quit", TRUE);
-    DWORD cookie, ps_cookie;
+    DWORD cookie, async_cookie, ps_cookie;
+    CLSID async_clsid;
     HRESULT hr;
 
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
@@ -1445,7 +2132,12 @@ static void run_local_server(const CLSID *clsid)
     hr = CoRegisterClassObject(clsid, (IUnknown *)&server_factory, CLSCTX_LOCAL_SERVER,
                                REGCLS_MULTIPLEUSE, &cookie);
     ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
+    get_async_class(clsid, &async_clsid);
+    hr = CoRegisterClassObject(&async_clsid, (IUnknown *)&async_server_factory, CLSCTX_LOCAL_SERVER,
+                               REGCLS_MULTIPLEUSE, &async_cookie);
+    ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
     WaitForSingleObject(quit, 60000);
+    CoRevokeClassObject(async_cookie);
     CoRevokeClassObject(cookie);
     CoRevokeClassObject(ps_cookie);
     CoUninitialize();
@@ -1555,6 +2247,7 @@ static DWORD WINAPI remote_client_thread(void *arg)
 {
     DWORD model = (DWORD)(ULONG_PTR)arg;
     ICcAsyncTest *proxy = NULL;
+    CLSID async_clsid;
     DWORD cookie;
     HRESULT hr;
 
@@ -1577,6 +2270,18 @@ static DWORD WINAPI remote_client_thread(void *arg)
         test_outstanding(proxy, 200);
     }
     if (proxy) ICcAsyncTest_Release(proxy);
+
+    get_async_class(&CLSID_AsyncServer, &async_clsid);
+    hr = CoCreateInstance(&async_clsid, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy);
+    ok(hr == S_OK, "CoCreateInstance of the local server's second class got %#lx\n", hr);
+    if (proxy)
+    {
+        HANDLE capable = open_run_event(L"cocancel_async_server_cancellable", TRUE);
+
+        test_server_call_objects(proxy, NULL, FALSE, TRUE, !WaitForSingleObject(capable, 0));
+        CloseHandle(capable);
+        ICcAsyncTest_Release(proxy);
+    }
     CoRevokeClassObject(cookie);
     CoUninitialize();
     return 0;
@@ -1596,10 +2301,12 @@ static void test_cross_process(DWORD model)
 START_TEST(asynccall)
 {
     WCHAR server_args[64];
+    CLSID async_clsid;
     char **argv;
     int argc = winetest_get_mainargs(&argv);
 
     pCoTestCancel = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoTestCancel");
+    pCoCancelCall = (void *)GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
     wine_lacks_async = !GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
     pNdrDcomAsyncClientCall = (void *)GetProcAddress(GetModuleHandleA("rpcrt4.dll"), "NdrDcomAsyncClientCall");
     if (!init_ps()) return;
@@ -1612,6 +2319,7 @@ START_TEST(asynccall)
         MultiByteToWideChar(CP_ACP, 0, argv[3], -1, run_tag, ARRAY_SIZE(run_tag));
         server.slow_started = open_run_event(L"cocancel_async_slow_started", FALSE);
         server.saw_cancel = open_run_event(L"cocancel_async_saw_cancel", FALSE);
+    server.finish_ran = open_run_event(L"cocancel_async_finish_ran", FALSE);
         if (!_stricmp(argv[2], "server")) lstrcpynW(text, run_tag, ARRAY_SIZE(text));
         else if (argc > 4) MultiByteToWideChar(CP_ACP, 0, argv[4], -1, text, ARRAY_SIZE(text));
         else return;
@@ -1622,6 +2330,7 @@ START_TEST(asynccall)
     StringFromGUID2(&CLSID_AsyncServer, run_tag, ARRAY_SIZE(run_tag));
     server.slow_started = open_run_event(L"cocancel_async_slow_started", FALSE);
     server.saw_cancel = open_run_event(L"cocancel_async_saw_cancel", FALSE);
+    server.finish_ran = open_run_event(L"cocancel_async_finish_ran", FALSE);
 
     test_topology(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
@@ -1629,7 +2338,8 @@ START_TEST(asynccall)
 
     wcscpy(server_args, L" server ");
     wcscat(server_args, run_tag);
-    if (register_local_server(&CLSID_AsyncServer, server_args))
+    get_async_class(&CLSID_AsyncServer, &async_clsid);
+    if (register_local_server(&CLSID_AsyncServer, server_args) && register_local_server(&async_clsid, server_args))
     {
         HANDLE quit = open_run_event(L"cocancel_async_quit", TRUE);
 
@@ -1639,9 +2349,11 @@ START_TEST(asynccall)
         SetEvent(quit);
         CloseHandle(quit);
         unregister_local_server(&CLSID_AsyncServer);
+        unregister_local_server(&async_clsid);
     }
     else skip("cannot register the local server\n");
 
     CloseHandle(server.slow_started);
     CloseHandle(server.saw_cancel);
+    CloseHandle(server.finish_ran);
 }

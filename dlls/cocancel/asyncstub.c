@@ -1,0 +1,557 @@
+/*
+ * Server-side asynchronous processing: incoming calls served through the
+ * server object's own call objects.
+ *
+ * Owns what stands between Wine's standard stubs and a server object that
+ * implements ICallFactory.  rpcrt4's standard proxy/stub factory is watched
+ * when it creates interface stubs (its CreateStub, replaced by winepatch.c).
+ * For an interface whose proxy file names an async interface, and a server
+ * object that answers ICallFactory, the stub's server pointer
+ * (CStdStubBuffer.pvServerObject, which NdrStubCall2 and MIDL's stub routines
+ * read at every call) is replaced by a small object whose vtable slots are
+ * thunks (thunks_*.S).  Wine's stub still unmarshals the [in] arguments and
+ * marshals the reply; in between, the thunk hands the call to serve():
+ *
+ *  - the server's ICallFactory::CreateCall makes a call object that
+ *    aggregates one of ours (struct stub_call: ISynchronize, and
+ *    ICancelMethodCalls for the server to test the call's cancellation);
+ *  - Begin_X gets the [in] arguments, the thread waits until the server
+ *    calls Signal (an STA pumps meanwhile: CoWaitForMultipleHandles), and
+ *    Finish_X fills the [out] arguments; its HRESULT is the method's.
+ *
+ * When CreateCall fails, or gives no object of the async interface, the
+ * synchronous method runs as before.  A client that cancels (its call id
+ * comes with the call, orpchook.c) or whose process ends ends the wait: the
+ * server sees the cancel through TestCancel on its call object, Finish_
+ * still runs so that the server cleans up, and the reply (which the client
+ * no longer waits for) says RPC_E_CALL_CANCELED.
+ *
+ * Wine's dispatch sends the reply when the stub returns, so the thread that
+ * dispatched the call waits for the server: an MTA keeps taking other calls
+ * on rpcrt4's other threads meanwhile, an STA takes them nested in that
+ * wait, as in any wait of an STA.
+ */
+
+#include <string.h>
+#include "cocancel_private.h"
+
+#define USE_STUBLESS_PROXY
+#include <rpcproxy.h>
+
+#define FRAME_BYTES 1024
+/* How often a call that can be cancelled looks at its client's cancel ring. */
+#define CANCEL_POLL_MS 20
+
+#ifdef __x86_64__
+#define PTR_SIZE 8
+static HRESULT CDECL stub_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);
+extern HRESULT (CDECL *stub_dispatch_target)(IUnknown *, unsigned int, BYTE *, const double *);
+#else
+#define PTR_SIZE 4
+static ULONGLONG CDECL stub_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame);
+extern ULONGLONG (CDECL *stub_dispatch_target)(IUnknown *, unsigned int, BYTE *);
+#endif
+extern const BYTE stub_thunks[];
+
+/* ---------------------------------------------------------------------
+ * Our part of the server's call object: the outer object it aggregates.
+ */
+
+struct stub_call
+{
+    IUnknown IUnknown_iface;
+    ISynchronize ISynchronize_iface;
+    ICancelMethodCalls ICancelMethodCalls_iface;
+    LONG refcount;
+    IUnknown *inner;                /* the server's call object (its own IUnknown) */
+    LONG forwarding;                /* a QueryInterface is being asked of the inner object */
+    HANDLE done;                    /* manual reset: the server signalled, or the call was cancelled */
+    LONG signalled, cancelled, finished;
+    ICancelMethodCalls *context;    /* the incoming call's cancel state (orpchook.c), or NULL */
+};
+
+static inline struct stub_call *impl_from_IUnknown(IUnknown *iface)
+{
+    return CONTAINING_RECORD(iface, struct stub_call, IUnknown_iface);
+}
+
+static inline struct stub_call *impl_from_ISynchronize(ISynchronize *iface)
+{
+    return CONTAINING_RECORD(iface, struct stub_call, ISynchronize_iface);
+}
+
+static inline struct stub_call *impl_from_ICancelMethodCalls(ICancelMethodCalls *iface)
+{
+    return CONTAINING_RECORD(iface, struct stub_call, ICancelMethodCalls_iface);
+}
+
+static HRESULT WINAPI stub_call_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    struct stub_call *call = impl_from_IUnknown(iface);
+    IUnknown *inner;
+    HRESULT hr;
+
+    if (!ppv) return E_POINTER;
+    *ppv = NULL;
+    if (!riid) return E_INVALIDARG;
+    if (IsEqualIID(riid, &IID_IUnknown)) *ppv = &call->IUnknown_iface;
+    else if (IsEqualIID(riid, &IID_ISynchronize)) *ppv = &call->ISynchronize_iface;
+    else if (IsEqualIID(riid, &IID_ICancelMethodCalls)) *ppv = &call->ICancelMethodCalls_iface;
+    if (*ppv)
+    {
+        IUnknown_AddRef((IUnknown *)*ppv);
+        return S_OK;
+    }
+    /* The rest is the server's call object's; an inner object that asks back (it should not) gets nothing. */
+    inner = call->inner;
+    if (!inner || InterlockedCompareExchange(&call->forwarding, 1, 0)) return E_NOINTERFACE;
+    hr = IUnknown_QueryInterface(inner, riid, ppv);
+    InterlockedExchange(&call->forwarding, 0);
+    return hr;
+}
+
+static ULONG WINAPI stub_call_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&impl_from_IUnknown(iface)->refcount);
+}
+
+static ULONG WINAPI stub_call_Release(IUnknown *iface)
+{
+    struct stub_call *call = impl_from_IUnknown(iface);
+    ULONG ref = InterlockedDecrement(&call->refcount);
+
+    if (!ref)
+    {
+        if (call->context) ICancelMethodCalls_Release(call->context);
+        CloseHandle(call->done);
+        HeapFree(GetProcessHeap(), 0, call);
+    }
+    return ref;
+}
+
+static const IUnknownVtbl stub_call_vtbl =
+{
+    stub_call_QueryInterface,
+    stub_call_AddRef,
+    stub_call_Release,
+};
+
+static void mark_cancelled(struct stub_call *call)
+{
+    if (!InterlockedExchange(&call->cancelled, 1)) SetEvent(call->done);
+}
+
+static HRESULT WINAPI stub_sync_QueryInterface(ISynchronize *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(&impl_from_ISynchronize(iface)->IUnknown_iface, riid, ppv);
+}
+
+static ULONG WINAPI stub_sync_AddRef(ISynchronize *iface)
+{
+    return IUnknown_AddRef(&impl_from_ISynchronize(iface)->IUnknown_iface);
+}
+
+static ULONG WINAPI stub_sync_Release(ISynchronize *iface)
+{
+    return IUnknown_Release(&impl_from_ISynchronize(iface)->IUnknown_iface);
+}
+
+/* S_OK once the server signalled; RPC_E_CALL_CANCELED once the call was cancelled first; RPC_S_CALLPENDING on timeout. */
+static HRESULT WINAPI stub_sync_Wait(ISynchronize *iface, DWORD flags, DWORD timeout)
+{
+    struct stub_call *call = impl_from_ISynchronize(iface);
+    DWORD index;
+    HRESULT hr;
+
+    hr = CoWaitForMultipleHandles(flags, timeout, 1, &call->done, &index);
+    if (hr == S_OK && !InterlockedCompareExchange(&call->signalled, 0, 0) &&
+        InterlockedCompareExchange(&call->cancelled, 0, 0))
+        hr = RPC_E_CALL_CANCELED;
+    return hr;
+}
+
+/* The server's work is done: Finish_ may run.  A second Signal changes nothing. */
+static HRESULT WINAPI stub_sync_Signal(ISynchronize *iface)
+{
+    struct stub_call *call = impl_from_ISynchronize(iface);
+
+    TRACE("%p\n", call);
+    if (!InterlockedExchange(&call->signalled, 1)) SetEvent(call->done);
+    return S_OK;
+}
+
+static HRESULT WINAPI stub_sync_Reset(ISynchronize *iface)
+{
+    struct stub_call *call = impl_from_ISynchronize(iface);
+
+    if (InterlockedExchange(&call->signalled, 0) && !InterlockedCompareExchange(&call->cancelled, 0, 0))
+        ResetEvent(call->done);
+    return S_OK;
+}
+
+static const ISynchronizeVtbl stub_sync_vtbl =
+{
+    stub_sync_QueryInterface,
+    stub_sync_AddRef,
+    stub_sync_Release,
+    stub_sync_Wait,
+    stub_sync_Signal,
+    stub_sync_Reset,
+};
+
+static HRESULT WINAPI stub_cancel_QueryInterface(ICancelMethodCalls *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(&impl_from_ICancelMethodCalls(iface)->IUnknown_iface, riid, ppv);
+}
+
+static ULONG WINAPI stub_cancel_AddRef(ICancelMethodCalls *iface)
+{
+    return IUnknown_AddRef(&impl_from_ICancelMethodCalls(iface)->IUnknown_iface);
+}
+
+static ULONG WINAPI stub_cancel_Release(ICancelMethodCalls *iface)
+{
+    return IUnknown_Release(&impl_from_ICancelMethodCalls(iface)->IUnknown_iface);
+}
+
+/* The server gives up its own call: the wait ends, Finish_ runs. */
+static HRESULT WINAPI stub_cancel_Cancel(ICancelMethodCalls *iface, ULONG seconds)
+{
+    struct stub_call *call = impl_from_ICancelMethodCalls(iface);
+
+    if (InterlockedCompareExchange(&call->finished, 0, 0)) return RPC_E_CALL_COMPLETE;
+    mark_cancelled(call);
+    return S_OK;
+}
+
+/* RPC_E_CALL_CANCELED once the client cancelled (or went away), RPC_S_CALLPENDING before, RPC_E_CALL_COMPLETE after Finish_. */
+static HRESULT WINAPI stub_cancel_TestCancel(ICancelMethodCalls *iface)
+{
+    struct stub_call *call = impl_from_ICancelMethodCalls(iface);
+
+    if (InterlockedCompareExchange(&call->cancelled, 0, 0)) return RPC_E_CALL_CANCELED;
+    if (InterlockedCompareExchange(&call->finished, 0, 0)) return RPC_E_CALL_COMPLETE;
+    if (call->context && ICancelMethodCalls_TestCancel(call->context) == RPC_E_CALL_CANCELED)
+    {
+        mark_cancelled(call);
+        return RPC_E_CALL_CANCELED;
+    }
+    return RPC_S_CALLPENDING;
+}
+
+static const ICancelMethodCallsVtbl stub_cancel_vtbl =
+{
+    stub_cancel_QueryInterface,
+    stub_cancel_AddRef,
+    stub_cancel_Release,
+    stub_cancel_Cancel,
+    stub_cancel_TestCancel,
+};
+
+static struct stub_call *create_stub_call(ICancelMethodCalls *context)
+{
+    struct stub_call *call;
+
+    if (!(call = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof(*call)))) return NULL;
+    call->IUnknown_iface.lpVtbl = &stub_call_vtbl;
+    call->ISynchronize_iface.lpVtbl = &stub_sync_vtbl;
+    call->ICancelMethodCalls_iface.lpVtbl = &stub_cancel_vtbl;
+    call->refcount = 1;
+    if (!(call->done = CreateEventW(NULL, TRUE, FALSE, NULL)))
+    {
+        HeapFree(GetProcessHeap(), 0, call);
+        return NULL;
+    }
+    call->context = context;
+    return call;
+}
+
+/*
+ * Waits until the server signals, or the call is cancelled: by the client
+ * (its cancel ring, looked at every CANCEL_POLL_MS), by the end of the
+ * client's process, or by the server itself.
+ */
+static void wait_for_server(struct stub_call *call, ULONGLONG call_id)
+{
+    DWORD pid = (DWORD)(call_id >> 32), count = 1, index;
+    HANDLE handles[2];
+    HRESULT hr;
+
+    handles[0] = call->done;
+    if (pid && pid != GetCurrentProcessId() && (handles[1] = OpenProcess(SYNCHRONIZE, FALSE, pid))) count = 2;
+    for (;;)
+    {
+        hr = CoWaitForMultipleHandles(0, call->context ? CANCEL_POLL_MS : INFINITE, count, handles, &index);
+        if (hr == S_OK && index == 0) break;
+        if (hr == RPC_S_CALLPENDING)
+        {
+            if (ICancelMethodCalls_TestCancel(&call->ICancelMethodCalls_iface) == RPC_E_CALL_CANCELED) break;
+            continue;
+        }
+        /* The client's process ended, or the wait failed: nobody is left to reply to. */
+        WARN("%p: ending the wait (%#lx, %lu)\n", call, (unsigned long)hr, (unsigned long)index);
+        mark_cancelled(call);
+        break;
+    }
+    if (count == 2) CloseHandle(handles[1]);
+}
+
+/* ---------------------------------------------------------------------
+ * What Wine's stub calls instead of the server object.
+ */
+
+struct server_shim
+{
+    IUnknown IUnknown_iface;        /* its vtable: slots, below */
+    LONG refcount;
+    IUnknown *server;               /* the interface pointer the stub held (its reference) */
+    ICallFactory *factory;          /* the server object's */
+    const struct async_desc *desc;
+    unsigned int method_count;      /* of the synchronous interface, IUnknown's included */
+    void *slots[1];
+};
+
+static inline struct server_shim *impl_from_shim(IUnknown *iface)
+{
+    return CONTAINING_RECORD(iface, struct server_shim, IUnknown_iface);
+}
+
+static HRESULT WINAPI shim_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(impl_from_shim(iface)->server, riid, ppv);
+}
+
+static ULONG WINAPI shim_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&impl_from_shim(iface)->refcount);
+}
+
+static ULONG WINAPI shim_Release(IUnknown *iface)
+{
+    struct server_shim *shim = impl_from_shim(iface);
+    ULONG ref = InterlockedDecrement(&shim->refcount);
+
+    if (!ref)
+    {
+        ICallFactory_Release(shim->factory);
+        IUnknown_Release(shim->server);
+        HeapFree(GetProcessHeap(), 0, shim);
+    }
+    return ref;
+}
+
+/* Copies the arguments of one half (Begin_ or Finish_) from the synchronous frame. */
+static void build_half(const struct async_method *method, const uint16_t *offsets, const BYTE *frame,
+                       IUnknown *async, ULONG_PTR *args)
+{
+    unsigned int i;
+
+    args[0] = (ULONG_PTR)async;
+    for (i = 0; i < method->split.count; i++)
+    {
+        unsigned int p = method->split.index[i];
+
+        if (offsets[i] == CC_FMT_NONE) continue;
+        memcpy((BYTE *)args + offsets[i], frame + method->sync.params[p].stack_offset,
+               asynccall_arg_size(&method->sync, p));
+    }
+}
+
+static HRESULT call_half(IUnknown *async, unsigned int slot, const struct cc_fmt_proc *proc, const ULONG_PTR *args)
+{
+    return (HRESULT)call_frame((*(void ***)async)[slot], args, proc->stack_size / PTR_SIZE);
+}
+
+static HRESULT serve_sync(struct server_shim *shim, unsigned int index, const BYTE *frame)
+{
+    const struct async_method *method = &shim->desc->methods[index - 3];
+    ULONG_PTR args[FRAME_BYTES / sizeof(ULONG_PTR)];
+
+    memcpy(args, frame, method->sync.stack_size);
+    args[0] = (ULONG_PTR)shim->server;
+    return (HRESULT)call_frame((*(void ***)shim->server)[index], args, method->sync.stack_size / PTR_SIZE);
+}
+
+static HRESULT serve(struct server_shim *shim, unsigned int index, BYTE *frame)
+{
+    const struct async_method *method = &shim->desc->methods[index - 3];
+    unsigned int begin = 3 + 2 * (index - 3);
+    ULONG_PTR args[FRAME_BYTES / sizeof(ULONG_PTR)];
+    ICancelMethodCalls *context;
+    IUnknown *inner = NULL, *async = NULL;
+    ULONGLONG call_id = 0;
+    struct stub_call *call;
+    HRESULT hr;
+
+    context = orpchook_server_call(&call_id);
+    if (!(call = create_stub_call(context)))
+    {
+        if (context) ICancelMethodCalls_Release(context);
+        return serve_sync(shim, index, frame);
+    }
+    hr = ICallFactory_CreateCall(shim->factory, &shim->desc->async_iid, &call->IUnknown_iface, &IID_IUnknown,
+                                 &inner);
+    if (SUCCEEDED(hr) && inner) hr = IUnknown_QueryInterface(inner, &shim->desc->async_iid, (void **)&async);
+    if (FAILED(hr) || !inner || !async)
+    {
+        TRACE("no call object for %s (%#lx): method %u runs synchronously\n",
+              cc_debugstr_guid(&shim->desc->async_iid), (unsigned long)hr, index);
+        if (inner) IUnknown_Release(inner);
+        IUnknown_Release(&call->IUnknown_iface);
+        return serve_sync(shim, index, frame);
+    }
+    call->inner = inner;
+
+    TRACE("%p: Begin_ of method %u\n", call, index);
+    build_half(method, method->split.begin_offset, frame, async, args);
+    hr = call_half(async, begin, &method->begin, args);
+    /* A Begin_ that fails starts nothing: its error is the method's result, and there is no Finish_. */
+    if (SUCCEEDED(hr))
+    {
+        wait_for_server(call, call_id);
+        TRACE("%p: Finish_ of method %u\n", call, index);
+        build_half(method, method->split.finish_offset, frame, async, args);
+        hr = call_half(async, begin + 1, &method->finish, args);
+        if (InterlockedCompareExchange(&call->cancelled, 0, 0)) hr = RPC_E_CALL_CANCELED;
+    }
+    InterlockedExchange(&call->finished, 1);
+    IUnknown_Release(async);
+    call->inner = NULL;
+    IUnknown_Release(inner);
+    IUnknown_Release(&call->IUnknown_iface);
+    return hr;
+}
+
+static struct server_shim *shim_checked(IUnknown *iface, unsigned int index)
+{
+    struct server_shim *shim = impl_from_shim(iface);
+
+    if (index < 3 || index >= shim->method_count) return NULL;
+    return shim;
+}
+
+#ifdef __x86_64__
+static HRESULT CDECL stub_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs)
+{
+    struct server_shim *shim = shim_checked(iface, index);
+    const struct async_method *method;
+    unsigned int i;
+
+    if (!shim) return E_UNEXPECTED;
+    /* Floating-point arguments 1-3 came in xmm registers: they go into their slots. */
+    method = &shim->desc->methods[index - 3];
+    for (i = 0; i < method->sync.param_count; i++)
+    {
+        const struct cc_fmt_param *param = &method->sync.params[i];
+        unsigned int slot = param->stack_offset / 8;
+
+        if (slot >= 1 && slot <= 3 && (param->attr & CC_PARAM_IS_BASETYPE) &&
+            !(param->attr & (CC_PARAM_IS_SIMPLE_REF | CC_PARAM_IS_RETURN)) &&
+            (param->type == 0x0a || param->type == 0x0c))
+            memcpy(frame + param->stack_offset, &fregs[slot - 1], 8);
+    }
+    return serve(shim, index, frame);
+}
+#else
+static ULONGLONG CDECL stub_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame)
+{
+    struct server_shim *shim = shim_checked(iface, index);
+    HRESULT hr;
+
+    /* Nothing else can be popped: the slot is not one of ours. */
+    if (!shim) return (ULONG)E_UNEXPECTED;
+    hr = serve(shim, index, frame);
+    return ((ULONGLONG)shim->desc->methods[index - 3].sync_pop << 32) | (ULONG)hr;
+}
+#endif
+
+/* ---------------------------------------------------------------------
+ * rpcrt4's CreateStub, watched.
+ */
+
+/* Whether two interface pointers belong to the same COM object. */
+static BOOL same_object(IUnknown *a, IUnknown *b)
+{
+    IUnknown *ua = NULL, *ub = NULL;
+    BOOL same;
+
+    IUnknown_QueryInterface(a, &IID_IUnknown, (void **)&ua);
+    IUnknown_QueryInterface(b, &IID_IUnknown, (void **)&ub);
+    same = ua && ua == ub;
+    if (ua) IUnknown_Release(ua);
+    if (ub) IUnknown_Release(ub);
+    return same;
+}
+
+/*
+ * Puts a shim where the stub keeps its server pointer.  The stub must be
+ * what rpcrt4's CStdStubBuffer_Construct makes for that entry of the proxy
+ * file - its vtable, its factory, one reference, and a server pointer on
+ * the very object being marshaled - or it is left alone.
+ */
+static BOOL wrap_stub(CStdStubBuffer *buffer, IPSFactoryBuffer *factory_buffer, IUnknown *server,
+                      const ProxyFileInfo *file, int sync_index, const struct async_desc *desc,
+                      ICallFactory *factory)
+{
+    unsigned int count = 3 + (desc->vtbl_count - 3) / 2, i;
+    struct server_shim *shim;
+    IUnknown *held;
+
+    if (!pe_readable(buffer, sizeof(*buffer)) || buffer->lpVtbl != &file->pStubVtblList[sync_index]->Vtbl ||
+        (void *)buffer->pPSFactory != (void *)factory_buffer || buffer->RefCount != 1 ||
+        !(held = buffer->pvServerObject) || !pe_readable(held, sizeof(void *)) || !same_object(held, server))
+    {
+        WARN("stub %p of %s not recognised; its calls are served synchronously\n", buffer,
+             cc_debugstr_guid(&desc->sync_iid));
+        return FALSE;
+    }
+    if (!(shim = HeapAlloc(GetProcessHeap(), 0, FIELD_OFFSET(struct server_shim, slots[count])))) return FALSE;
+    shim->IUnknown_iface.lpVtbl = (const IUnknownVtbl *)shim->slots;
+    shim->refcount = 1;
+    shim->server = held;
+    shim->factory = factory;
+    shim->desc = desc;
+    shim->method_count = count;
+    shim->slots[0] = shim_QueryInterface;
+    shim->slots[1] = shim_AddRef;
+    shim->slots[2] = shim_Release;
+    for (i = 3; i < count; i++) shim->slots[i] = (void *)(stub_thunks + i * THUNK_SIZE);
+    if (InterlockedCompareExchangePointer((void **)&buffer->pvServerObject, &shim->IUnknown_iface, held) != held)
+    {
+        HeapFree(GetProcessHeap(), 0, shim);
+        return FALSE;
+    }
+    TRACE("stub %p of %s serves through the server's call objects\n", buffer, cc_debugstr_guid(&desc->sync_iid));
+    return TRUE;
+}
+
+HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub)
+{
+    const struct async_desc *desc;
+    const ProxyFileInfo *file;
+    int sync_index, async_index;
+    ICallFactory *factory;
+    HRESULT hr;
+
+    hr = wine_real.CreateStub(iface, riid, server, stub);
+    if (FAILED(hr) || !riid || !server || !stub || !*stub) return hr;
+    if (!asynccall_find(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, riid, &file, &sync_index,
+                        &async_index))
+        return hr;
+    /* An interface of a base other than IUnknown has a delegating stub: not handled. */
+    if (file->pDelegatedIIDs && file->pDelegatedIIDs[sync_index]) return hr;
+    if (FAILED(IUnknown_QueryInterface(server, &IID_ICallFactory, (void **)&factory)) || !factory) return hr;
+    if (!(desc = asynccall_describe(file, sync_index, async_index)) ||
+        !wrap_stub((CStdStubBuffer *)*stub, iface, server, file, sync_index, desc, factory))
+        ICallFactory_Release(factory);
+    return hr;
+}
+
+void asyncstub_init(void)
+{
+#ifdef __x86_64__
+    stub_dispatch_target = stub_dispatch;
+#else
+    stub_dispatch_target = stub_dispatch_i386;
+#endif
+}

@@ -2287,6 +2287,76 @@ static DWORD WINAPI remote_client_thread(void *arg)
     return 0;
 }
 
+/* The child of test_dying_client: a call its server's call object never finishes, until the parent kills it. */
+static void run_dying_client(void)
+{
+    ICcAsyncTest *proxy = NULL;
+    CLSID async_clsid;
+    DWORD cookie;
+    int out;
+
+    /* Without call ids (no cocancel here) the server cannot tell who its client is: nothing to test. */
+    if (!pCoCancelCall) return;
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    cookie = register_ps();
+    get_async_class(&CLSID_AsyncServer, &async_clsid);
+    if (SUCCEEDED(CoCreateInstance(&async_clsid, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&proxy)))
+    {
+        ICcAsyncTest_Fail(proxy, (HRESULT)FAIL_NEVER, &out);
+        ICcAsyncTest_Release(proxy);
+    }
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+}
+
+/* The client's process ends while the server's call object works: the stub's wait ends, Finish_ runs. */
+static void test_dying_client(void)
+{
+    WCHAR exe[MAX_PATH], command[MAX_PATH + 96];
+    PROCESS_INFORMATION info;
+    STARTUPINFOW startup = { sizeof(startup) };
+    HANDLE capable = open_run_event(L"cocancel_async_server_cancellable", TRUE), handles[2];
+    DWORD ret;
+
+    if (WaitForSingleObject(capable, 0))
+    {
+        skip("the local server processes calls synchronously\n");
+        CloseHandle(capable);
+        return;
+    }
+    CloseHandle(capable);
+    ResetEvent(server.slow_started);
+    ResetEvent(server.finish_ran);
+    GetModuleFileNameW(NULL, exe, MAX_PATH);
+    wcscpy(command, L"\"");
+    wcscat(command, exe);
+    wcscat(command, L"\" asynccall dyingclient ");
+    wcscat(command, run_tag);
+    if (!CreateProcessW(exe, command, NULL, NULL, FALSE, 0, NULL, NULL, &startup, &info))
+    {
+        skip("cannot start the client: %lu\n", GetLastError());
+        return;
+    }
+    handles[0] = server.slow_started;
+    handles[1] = info.hProcess;
+    ret = WaitForMultipleObjects(2, handles, FALSE, 20000);
+    if (ret == WAIT_OBJECT_0)
+    {
+        Sleep(100);
+        TerminateProcess(info.hProcess, 1);
+        ok(!WaitForSingleObject(server.finish_ran, 5000), "Finish_ did not run after the client died\n");
+    }
+    else if (ret == WAIT_OBJECT_0 + 1) skip("the client has no call cancellation\n");
+    else
+    {
+        ok(0, "the client's call did not begin\n");
+        TerminateProcess(info.hProcess, 1);
+    }
+    ok(!WaitForSingleObject(info.hProcess, 10000), "the client did not end\n");
+    CloseHandle(info.hProcess);
+    CloseHandle(info.hThread);
+}
+
 static void test_cross_process(DWORD model)
 {
     HANDLE thread;
@@ -2310,6 +2380,13 @@ START_TEST(asynccall)
     wine_lacks_async = !GetProcAddress(GetModuleHandleA("ole32.dll"), "CoCancelCall");
     pNdrDcomAsyncClientCall = (void *)GetProcAddress(GetModuleHandleA("rpcrt4.dll"), "NdrDcomAsyncClientCall");
     if (!init_ps()) return;
+    if (argc > 3 && !_stricmp(argv[2], "dyingclient"))
+    {
+        MultiByteToWideChar(CP_ACP, 0, argv[3], -1, run_tag, ARRAY_SIZE(run_tag));
+        CLSIDFromString(run_tag, &CLSID_AsyncServer);
+        run_dying_client();
+        return;
+    }
     /* The local servers: "server <tag>" and "dying <tag> <class>" (COM adds -Embedding). */
     if (argc > 3 && (!_stricmp(argv[2], "server") || !_stricmp(argv[2], "dying")))
     {
@@ -2346,6 +2423,7 @@ START_TEST(asynccall)
         test_cross_process(COINIT_MULTITHREADED);
         test_cross_process(COINIT_APARTMENTTHREADED);
         test_dying_server();
+        test_dying_client();
         SetEvent(quit);
         CloseHandle(quit);
         unregister_local_server(&CLSID_AsyncServer);

@@ -525,6 +525,45 @@ static BOOL wrap_stub(CStdStubBuffer *buffer, IPSFactoryBuffer *factory_buffer, 
     return TRUE;
 }
 
+static ULONG WINAPI async_stub_Release(IRpcStubBuffer *iface)
+{
+    return NdrCStdStubBuffer_Release(iface, ((CStdStubBuffer *)iface)->pPSFactory);
+}
+
+/*
+ * The stub of an async interface itself (someone marshaled a call
+ * object's async interface) is built from the proxy file's async stub
+ * vtable: MIDL and widl leave it to be filled at run time
+ * (CStdAsyncStubBuffer_METHODS), and Wine's NdrDllGetClassObject fills all
+ * of it but Release, which stays NULL.  Releasing the stub would jump to 0:
+ * the slot gets rpcrt4's standard release, as the synchronous stub
+ * vtables have it (CStdStubBuffer_METHODS).  Only a NULL slot of the
+ * vtable this very stub was built from is written.
+ */
+static void fill_async_stub_release(const ProxyFileInfo *const *files, REFIID riid, IRpcStubBuffer *stub)
+{
+    const CStdStubBuffer *buffer = (const CStdStubBuffer *)stub;
+    unsigned int i, j;
+
+    for (i = 0; files && files[i]; i++)
+    {
+        const ProxyFileInfo *info = files[i];
+
+        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
+        for (j = 0; j < info->TableSize; j++)
+        {
+            CInterfaceStubVtbl *vtbl = (CInterfaceStubVtbl *)info->pStubVtblList[j];
+
+            if (info->pAsyncIIDLookup[j] != (const IID *)(LONG_PTR)-1 || !IsEqualIID(vtbl->header.piid, riid))
+                continue;
+            if (!pe_readable(buffer, sizeof(*buffer)) || buffer->lpVtbl != &vtbl->Vtbl || vtbl->Vtbl.Release) return;
+            if (pe_write_pointer((void **)&vtbl->Vtbl.Release, (void *)async_stub_Release))
+                TRACE("async stub vtable of %s: Release filled\n", cc_debugstr_guid(riid));
+            return;
+        }
+    }
+}
+
 HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub)
 {
     const struct async_desc *desc;
@@ -537,7 +576,11 @@ HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnkno
     if (FAILED(hr) || !riid || !server || !stub || !*stub) return hr;
     if (!asynccall_find(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, riid, &file, &sync_index,
                         &async_index))
+    {
+        if ((*stub)->lpVtbl && !(*stub)->lpVtbl->Release)
+            fill_async_stub_release(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, riid, *stub);
         return hr;
+    }
     /* An interface of a base other than IUnknown has a delegating stub: not handled. */
     if (file->pDelegatedIIDs && file->pDelegatedIIDs[sync_index]) return hr;
     if (FAILED(IUnknown_QueryInterface(server, &IID_ICallFactory, (void **)&factory)) || !factory) return hr;

@@ -54,6 +54,7 @@ extern "C" {
 #define COCANCEL_PATCH_MANAGER      0x0040 /* combase's proxy manager vtable: ICallFactory on proxies */
 #define COCANCEL_PATCH_NDR_ASYNC    0x0080 /* rpcrt4's NdrDcomAsyncClientCall stub (x86_64) */
 #define COCANCEL_PATCH_DISPATCH     0x0100 /* combase's imports that end an incoming call */
+#define COCANCEL_PATCH_NDR_ASYNC_STUB 0x0200 /* rpcrt4's NdrDcomAsyncStubCall stub */
 
 struct cocancel_status
 {

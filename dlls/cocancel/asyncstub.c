@@ -469,6 +469,26 @@ static ULONGLONG CDECL stub_dispatch_i386(IUnknown *iface, unsigned int index, B
  * rpcrt4's CreateStub, watched.
  */
 
+/* A shim in front of server (taking over a reference to it and factory's). */
+static struct server_shim *create_shim(IUnknown *server, ICallFactory *factory, const struct async_desc *desc)
+{
+    unsigned int count = 3 + (desc->vtbl_count - 3) / 2, i;
+    struct server_shim *shim;
+
+    if (!(shim = HeapAlloc(GetProcessHeap(), 0, FIELD_OFFSET(struct server_shim, slots[count])))) return NULL;
+    shim->IUnknown_iface.lpVtbl = (const IUnknownVtbl *)shim->slots;
+    shim->refcount = 1;
+    shim->server = server;
+    shim->factory = factory;
+    shim->desc = desc;
+    shim->method_count = count;
+    shim->slots[0] = shim_QueryInterface;
+    shim->slots[1] = shim_AddRef;
+    shim->slots[2] = shim_Release;
+    for (i = 3; i < count; i++) shim->slots[i] = (void *)(stub_thunks + i * THUNK_SIZE);
+    return shim;
+}
+
 /* Whether two interface pointers belong to the same COM object. */
 static BOOL same_object(IUnknown *a, IUnknown *b)
 {
@@ -493,7 +513,6 @@ static BOOL wrap_stub(CStdStubBuffer *buffer, IPSFactoryBuffer *factory_buffer, 
                       const ProxyFileInfo *file, int sync_index, const struct async_desc *desc,
                       ICallFactory *factory)
 {
-    unsigned int count = 3 + (desc->vtbl_count - 3) / 2, i;
     struct server_shim *shim;
     IUnknown *held;
 
@@ -505,17 +524,7 @@ static BOOL wrap_stub(CStdStubBuffer *buffer, IPSFactoryBuffer *factory_buffer, 
              cc_debugstr_guid(&desc->sync_iid));
         return FALSE;
     }
-    if (!(shim = HeapAlloc(GetProcessHeap(), 0, FIELD_OFFSET(struct server_shim, slots[count])))) return FALSE;
-    shim->IUnknown_iface.lpVtbl = (const IUnknownVtbl *)shim->slots;
-    shim->refcount = 1;
-    shim->server = held;
-    shim->factory = factory;
-    shim->desc = desc;
-    shim->method_count = count;
-    shim->slots[0] = shim_QueryInterface;
-    shim->slots[1] = shim_AddRef;
-    shim->slots[2] = shim_Release;
-    for (i = 3; i < count; i++) shim->slots[i] = (void *)(stub_thunks + i * THUNK_SIZE);
+    if (!(shim = create_shim(held, factory, desc))) return FALSE;
     if (InterlockedCompareExchangePointer((void **)&buffer->pvServerObject, &shim->IUnknown_iface, held) != held)
     {
         HeapFree(GetProcessHeap(), 0, shim);
@@ -588,6 +597,137 @@ HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnkno
         !wrap_stub((CStdStubBuffer *)*stub, iface, server, file, sync_index, desc, factory))
         ICallFactory_Release(factory);
     return hr;
+}
+
+/* Where the stub vtable vtbl is in the factory's proxy files: its synchronous and async entries. */
+static BOOL find_stub_entry(const CStdPSFactoryBuffer *factory, const IRpcStubBufferVtbl *vtbl,
+                            const ProxyFileInfo **file, int *sync_index, int *async_index)
+{
+    const ProxyFileInfo *const *files = factory->pProxyFileList;
+    int i, j, k;
+
+    for (i = 0; files && files[i]; i++)
+    {
+        const ProxyFileInfo *info = files[i];
+
+        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
+        for (j = 0; j < (int)info->TableSize; j++)
+        {
+            const IID *iid;
+
+            if (&info->pStubVtblList[j]->Vtbl != vtbl) continue;
+            iid = info->pStubVtblList[j]->header.piid;
+            if (info->pAsyncIIDLookup[j] != (const IID *)(LONG_PTR)-1)
+                return asynccall_find(files, iid, file, sync_index, async_index);
+            /* The async interface's own stub: its synchronous interface is the one that names it. */
+            for (k = 0; k < (int)info->TableSize; k++)
+            {
+                const IID *async_iid = info->pAsyncIIDLookup[k];
+
+                if (async_iid && async_iid != (const IID *)(LONG_PTR)-1 && IsEqualIID(async_iid, iid))
+                    return asynccall_find(files, info->pStubVtblList[k]->header.piid, file, sync_index,
+                                          async_index);
+            }
+            return FALSE;
+        }
+    }
+    return FALSE;
+}
+
+struct stub_call_args
+{
+    CStdStubBuffer buffer;          /* the synchronous interface's view of the stub */
+    IRpcChannelBuffer *channel;
+    RPC_MESSAGE *msg;
+    DWORD *phase;
+    IUnknown *held;                 /* released when done, also if an exception unwinds the call */
+    LONG ret;
+};
+
+static void CDECL run_stub_call(void *arg)
+{
+    struct stub_call_args *args = arg;
+
+    args->ret = NdrStubCall2((IRpcStubBuffer *)&args->buffer, args->channel, args->msg, args->phase);
+}
+
+static void release_held(void *arg)
+{
+    struct stub_call_args *args = arg;
+
+    if (args->held) IUnknown_Release(args->held);
+    args->held = NULL;
+}
+
+/*
+ * rpcrt4!NdrDcomAsyncStubCall, a stub in Wine, taken over: what MIDL's stub
+ * dispatch tables of async interfaces call to serve a call through the
+ * server's call objects.  The stub must be a standard stub (a factory whose
+ * CreateStub is ours) built from an entry of that factory's proxy files,
+ * for an interface with an async interface or for the async interface
+ * itself; the call, whose wire format is the synchronous method's, is then
+ * served as the synchronous interface's standard stub serves it: by
+ * NdrStubCall2 with the synchronous tables, through the server's call
+ * objects (synchronously when it makes none).  Anything else raises
+ * RPC_S_INTERNAL_ERROR, as rpcrt4 does for a stub it cannot use.
+ */
+LONG WINAPI asyncstub_NdrDcomAsyncStubCall(IRpcStubBuffer *iface, IRpcChannelBuffer *channel, RPC_MESSAGE *msg,
+                                           DWORD *phase)
+{
+    CStdStubBuffer *buffer = (CStdStubBuffer *)iface;
+    struct unwind_guard guard = { release_held, NULL };
+    struct stub_call_args args;
+    const CStdPSFactoryBuffer *factory;
+    const struct async_desc *desc = NULL;
+    const ProxyFileInfo *file;
+    int sync_index, async_index;
+    IUnknown *server = NULL, *target;
+    struct server_shim *shim = NULL;
+    ICallFactory *call_factory;
+
+    TRACE("%p, %p, %p, %p\n", iface, channel, msg, phase);
+    if (!buffer || !msg || !pe_readable(buffer, sizeof(*buffer)) || !buffer->lpVtbl ||
+        !(factory = (const CStdPSFactoryBuffer *)buffer->pPSFactory) || !pe_readable(factory, sizeof(*factory)) ||
+        !pe_readable(factory->lpVtbl, sizeof(*factory->lpVtbl)) ||
+        factory->lpVtbl->CreateStub != asyncstub_CreateStub ||
+        !find_stub_entry(factory, buffer->lpVtbl, &file, &sync_index, &async_index) ||
+        !(desc = asynccall_describe(file, sync_index, async_index)) || !buffer->pvServerObject ||
+        msg->ProcNum < 3 || msg->ProcNum >= 3 + (desc->vtbl_count - 3) / 2)
+    {
+        FIXME("stub %p not understood\n", iface);
+        RpcRaiseException(RPC_S_INTERNAL_ERROR);
+        return RPC_S_INTERNAL_ERROR;
+    }
+    target = buffer->pvServerObject;
+    if (target->lpVtbl != (const IUnknownVtbl *)impl_from_shim(target)->slots ||
+        impl_from_shim(target)->slots[0] != shim_QueryInterface)
+    {
+        /* Not wrapped yet: the server's synchronous interface, behind a shim if it makes call objects. */
+        if (FAILED(IUnknown_QueryInterface(target, &desc->sync_iid, (void **)&server)) || !server)
+        {
+            RpcRaiseException(RPC_S_INTERNAL_ERROR);
+            return RPC_S_INTERNAL_ERROR;
+        }
+        target = server;
+        if (SUCCEEDED(IUnknown_QueryInterface(server, &IID_ICallFactory, (void **)&call_factory)) && call_factory)
+        {
+            if ((shim = create_shim(server, call_factory, desc))) target = &shim->IUnknown_iface;
+            else ICallFactory_Release(call_factory);
+        }
+    }
+    args.buffer = *buffer;
+    args.buffer.lpVtbl = &file->pStubVtblList[sync_index]->Vtbl;
+    args.buffer.pvServerObject = target;
+    args.channel = channel;
+    args.msg = msg;
+    args.phase = phase;
+    /* The shim holds the server's reference. */
+    args.held = shim ? &shim->IUnknown_iface : server;
+    args.ret = RPC_S_INTERNAL_ERROR;
+    guard.arg = &args;
+    unwind_guarded(run_stub_call, &args, &guard);
+    release_held(&args);
+    return args.ret;
 }
 
 void asyncstub_init(void)

@@ -81,8 +81,9 @@ struct wine_functions
     HRESULT (WINAPI *CreateProxy)(IPSFactoryBuffer *, IUnknown *, REFIID, IRpcProxyBuffer **, void **);
     HRESULT (WINAPI *CreateStub)(IPSFactoryBuffer *, REFIID, IUnknown *, IRpcStubBuffer **);
     HRESULT (WINAPI *manager_QueryInterface)(IUnknown *, REFIID, void **);
-    /* rpcrt4's winebuild stub */
+    /* rpcrt4's winebuild stubs */
     void *NdrDcomAsyncClientCall;
+    void *NdrDcomAsyncStubCall;
 };
 
 /* Wine's originals, each valid once its patch point is applied (winepatch_applied). */
@@ -97,6 +98,7 @@ extern struct wine_functions wine_real;
 #define WINEPATCH_MANAGER    COCANCEL_PATCH_MANAGER
 #define WINEPATCH_NDR_ASYNC  COCANCEL_PATCH_NDR_ASYNC
 #define WINEPATCH_DISPATCH   COCANCEL_PATCH_DISPATCH
+#define WINEPATCH_NDR_ASYNC_STUB COCANCEL_PATCH_NDR_ASYNC_STUB
 /* Not a patch point of its own: combase's stubs of the API (apiroute.c). */
 #define WINEPATCH_API_STUBS  0x10000
 /* A test knob only: CoSetCancelObject alone looks implemented by combase. */
@@ -363,6 +365,8 @@ HRESULT WINAPI callfactory_manager_QueryInterface(IUnknown *iface, REFIID riid, 
 
 /* asyncstub.c */
 HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub);
+LONG WINAPI asyncstub_NdrDcomAsyncStubCall(IRpcStubBuffer *iface, IRpcChannelBuffer *channel, RPC_MESSAGE *msg,
+                                           DWORD *phase);
 void asyncstub_init(void);
 
 /* api.c */

@@ -28,6 +28,7 @@ static void wire_layers(void)
 #ifdef __x86_64__
     hooks.NdrDcomAsyncClientCall = (void *)dcom_entry;
 #endif
+    hooks.NdrDcomAsyncStubCall = (void *)asyncstub_NdrDcomAsyncStubCall;
     winepatch_init(&hooks);
 }
 

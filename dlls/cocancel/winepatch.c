@@ -16,7 +16,8 @@
  *    vtable and its methods must lie in rpcrt4);
  *  - combase's proxy manager: QueryInterface (vtable and methods in combase,
  *    and the object behaves as a COM identity);
- *  - rpcrt4!NdrDcomAsyncClientCall, a winebuild stub (x86_64).
+ *  - rpcrt4!NdrDcomAsyncClientCall (x86_64) and NdrDcomAsyncStubCall,
+ *    winebuild stubs.
  *
  * The replacements come from the layers above, handed in once by
  * winepatch_init(); Wine's originals are published in wine_real as each
@@ -60,6 +61,7 @@ point_names[] =
     { "factory", WINEPATCH_FACTORY },
     { "manager", WINEPATCH_MANAGER },
     { "ndr_async", WINEPATCH_NDR_ASYNC },
+    { "ndr_async_stub", WINEPATCH_NDR_ASYNC_STUB },
     { "dispatch", WINEPATCH_DISPATCH },
     { "api_stubs", WINEPATCH_API_STUBS },
     { "api_one", WINEPATCH_API_ONE },
@@ -286,25 +288,33 @@ enum stub_result winepatch_stub(DWORD point, HMODULE module, const char *name, v
     return result;
 }
 
-/* rpcrt4's NdrDcomAsyncClientCall, a stub in Wine, runs the engine's entry point. */
-void winepatch_ndr_async(void)
+/* An rpcrt4 stub of Wine's runs the engine's function instead (point: its patch point). */
+static void take_over_rpcrt4_stub(DWORD point, const char *name, void *function, void **real)
 {
-    if (!hooks.NdrDcomAsyncClientCall) return;
-    switch (winepatch_stub(WINEPATCH_NDR_ASYNC, GetModuleHandleW(L"rpcrt4.dll"), "NdrDcomAsyncClientCall",
-                           hooks.NdrDcomAsyncClientCall))
+    if (!function) return;
+    switch (winepatch_stub(point, GetModuleHandleW(L"rpcrt4.dll"), name, function))
     {
     case STUB_PATCHED:
-        wine_real.NdrDcomAsyncClientCall = hooks.NdrDcomAsyncClientCall;
-        mark_applied(WINEPATCH_NDR_ASYNC);
+        *real = function;
+        mark_applied(point);
         break;
     case STUB_NOT_A_STUB:
-        WARN("rpcrt4's NdrDcomAsyncClientCall is not the stub expected; left as it is\n");
+        WARN("rpcrt4's %s is not the stub expected; left as it is\n", name);
         break;
     default:
-        WARN("rpcrt4's NdrDcomAsyncClientCall not found as expected; proxy code that calls it gets Wine's stub\n");
+        WARN("rpcrt4's %s not found as expected; code that calls it gets Wine's stub\n", name);
         InterlockedIncrement(&refused);
         break;
     }
+}
+
+/* rpcrt4's NdrDcomAsyncClientCall and NdrDcomAsyncStubCall, stubs in Wine, run the engine's functions. */
+void winepatch_ndr_async(void)
+{
+    take_over_rpcrt4_stub(WINEPATCH_NDR_ASYNC, "NdrDcomAsyncClientCall", hooks.NdrDcomAsyncClientCall,
+                          &wine_real.NdrDcomAsyncClientCall);
+    take_over_rpcrt4_stub(WINEPATCH_NDR_ASYNC_STUB, "NdrDcomAsyncStubCall", hooks.NdrDcomAsyncStubCall,
+                          &wine_real.NdrDcomAsyncStubCall);
 }
 
 /* ---------------------------------------------------------------------

@@ -334,6 +334,7 @@ mismatches[] =
     { "factory", COCANCEL_PATCH_FACTORY | COCANCEL_PATCH_MANAGER, COCANCEL_ROUTE_ASYNC, 0, TRUE },
     { "manager", COCANCEL_PATCH_MANAGER, COCANCEL_ROUTE_ASYNC, 0, TRUE },
     { "ndr_async", COCANCEL_PATCH_NDR_ASYNC, 0, 0, FALSE },
+    { "ndr_async_stub", COCANCEL_PATCH_NDR_ASYNC_STUB, 0, 0, FALSE },
     { "dispatch", COCANCEL_PATCH_DISPATCH, 0, 0, TRUE },
     { "api_stubs", 0, COCANCEL_ROUTE_COMBASE_STUBS | COCANCEL_ROUTE_CHANNEL, COCANCEL_ROUTE_COMBASE_REAL, FALSE },
     /* One function implemented by combase: none routed, no second stack of cancel objects. */
@@ -346,7 +347,7 @@ static DWORD all_points(void)
 {
     DWORD points = COCANCEL_PATCH_CHANNEL | COCANCEL_PATCH_TRANSPORT | COCANCEL_PATCH_GETBUFFER |
                    COCANCEL_PATCH_UNREGISTER | COCANCEL_PATCH_WAITS | COCANCEL_PATCH_FACTORY |
-                   COCANCEL_PATCH_MANAGER | COCANCEL_PATCH_DISPATCH;
+                   COCANCEL_PATCH_MANAGER | COCANCEL_PATCH_DISPATCH | COCANCEL_PATCH_NDR_ASYNC_STUB;
 
     /* NdrDcomAsyncClientCall is taken over on x86_64 only. */
     if (sizeof(void *) == 8) points |= COCANCEL_PATCH_NDR_ASYNC;

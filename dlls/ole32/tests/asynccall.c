@@ -94,6 +94,64 @@ static BOOL init_ps(void)
     return hr == S_OK;
 }
 
+/*
+ * The same proxy file as MIDL lays out a stub that serves calls through
+ * call objects: the synchronous interface's stub dispatches every method
+ * to rpcrt4's NdrDcomAsyncStubCall (a dispatch table instead of "pure
+ * interpreted").  Registered under a class of its own, in the apartment of
+ * a server only (the wire format is the same).
+ */
+static const CLSID CLSID_AsyncTestMidlPS = {0x2c3e5a1e, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
+static CStdPSFactoryBuffer midl_factory;
+static ProxyFileInfo midl_file;
+static CInterfaceStubVtbl midl_stubs[3];
+static const CInterfaceStubVtbl *midl_stub_list[4];
+static const ProxyFileInfo *midl_files[2];
+static PRPC_STUB_FUNCTION midl_table[16];
+static IPSFactoryBuffer *midl_ps;
+
+static BOOL init_midl_ps(void)
+{
+    PRPC_STUB_FUNCTION stub_call = (void *)GetProcAddress(GetModuleHandleA("rpcrt4.dll"), "NdrDcomAsyncStubCall");
+    unsigned int i;
+    HRESULT hr;
+
+    if (!stub_call) return FALSE;
+    for (i = 0; i < ARRAY_SIZE(midl_table); i++) midl_table[i] = stub_call;
+    memcpy(&midl_file, &asynccall_ps_ProxyFileInfo, sizeof(midl_file));
+    for (i = 0; i < midl_file.TableSize && i < ARRAY_SIZE(midl_stubs); i++)
+    {
+        memcpy(&midl_stubs[i], asynccall_ps_ProxyFileInfo.pStubVtblList[i], sizeof(midl_stubs[i]));
+        if (IsEqualIID(midl_stubs[i].header.piid, &IID_ICcAsyncTest))
+        {
+            ok(midl_stubs[i].header.DispatchTableCount <= ARRAY_SIZE(midl_table), "%lu methods\n",
+               midl_stubs[i].header.DispatchTableCount);
+            midl_stubs[i].header.pDispatchTable = midl_table;
+        }
+        midl_stub_list[i] = &midl_stubs[i];
+    }
+    *(const PCInterfaceStubVtblList **)&midl_file.pStubVtblList = (const PCInterfaceStubVtblList *)midl_stub_list;
+    midl_files[0] = &midl_file;
+    hr = NdrDllGetClassObject(&CLSID_AsyncTestMidlPS, &IID_IPSFactoryBuffer, (void **)&midl_ps, midl_files,
+                              &CLSID_AsyncTestMidlPS, &midl_factory);
+    ok(hr == S_OK, "NdrDllGetClassObject got %#lx\n", hr);
+    return hr == S_OK;
+}
+
+static DWORD register_midl_ps(void)
+{
+    DWORD cookie = 0;
+    HRESULT hr;
+
+    hr = CoRegisterClassObject(&CLSID_AsyncTestMidlPS, (IUnknown *)midl_ps, CLSCTX_INPROC_SERVER,
+                               REGCLS_MULTIPLEUSE, &cookie);
+    ok(hr == S_OK, "CoRegisterClassObject got %#lx\n", hr);
+    CoRegisterPSClsid(&IID_ICcAsyncTest, &CLSID_AsyncTestMidlPS);
+    CoRegisterPSClsid(&IID_AsyncICcAsyncTest, &CLSID_AsyncTestMidlPS);
+    CoRegisterPSClsid(&IID_ICcSyncOnly, &CLSID_AsyncTestMidlPS);
+    return cookie;
+}
+
 /* Makes the proxy/stub code known to the calling thread's apartment. */
 static DWORD register_ps(void)
 {
@@ -762,6 +820,7 @@ static struct async_server sync_server = { { &asrv_vtbl }, { &asrv_factory_vtbl 
 struct host
 {
     DWORD model;
+    BOOL midl;                  /* the server's stubs are MIDL-style (register_midl_ps) */
     HANDLE thread, ready, quit;
     IStream *stream, *stream2;
     IStream *async_stream, *sync_stream;    /* async_server and sync_server */
@@ -774,7 +833,7 @@ static DWORD WINAPI host_thread(void *arg)
     HRESULT hr;
 
     CoInitializeEx(NULL, host->model);
-    cookie = register_ps();
+    cookie = host->midl ? register_midl_ps() : register_ps();
     hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&test_object, &host->stream);
     ok(hr == S_OK, "marshal got %#lx\n", hr);
     hr = CoMarshalInterThreadInterfaceInStream(&IID_ICcSyncOnly, (IUnknown *)&synconly_object, &host->stream2);
@@ -799,14 +858,20 @@ static DWORD WINAPI host_thread(void *arg)
     return 0;
 }
 
-static void start_host(struct host *host, DWORD model)
+static void start_host_of(struct host *host, DWORD model, BOOL midl)
 {
     memset(host, 0, sizeof(*host));
     host->model = model;
+    host->midl = midl;
     host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
     host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
     host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
     ok(!WaitForSingleObject(host->ready, 10000), "host did not start\n");
+}
+
+static void start_host(struct host *host, DWORD model)
+{
+    start_host_of(host, model, FALSE);
 }
 
 static void stop_host(struct host *host)
@@ -2072,6 +2137,79 @@ static DWORD WINAPI client_thread(void *arg)
     return 0;
 }
 
+/* A client of the MIDL-style stubs (test_midl_stubs). */
+static DWORD WINAPI midl_client_thread(void *arg)
+{
+    struct host *host = arg;
+    ICcAsyncTest *plain = NULL, *async_proxy = NULL, *sync_proxy = NULL;
+    ICcSyncOnly *synconly = NULL;
+    double dout = 0;
+    DWORD cookie;
+    int sum = 0;
+    HRESULT hr;
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    cookie = register_ps();
+    CoGetInterfaceAndReleaseStream(host->stream, &IID_ICcAsyncTest, (void **)&plain);
+    CoGetInterfaceAndReleaseStream(host->stream2, &IID_ICcSyncOnly, (void **)&synconly);
+    CoGetInterfaceAndReleaseStream(host->async_stream, &IID_ICcAsyncTest, (void **)&async_proxy);
+    CoGetInterfaceAndReleaseStream(host->sync_stream, &IID_ICcAsyncTest, (void **)&sync_proxy);
+    ok(plain && synconly && async_proxy && sync_proxy, "unmarshaling failed\n");
+    if (plain && async_proxy && sync_proxy)
+    {
+        served_reset();
+        /* A server with call objects: served through one. */
+        hr = ICcAsyncTest_Add(async_proxy, 2, 3, &sum);
+        ok(hr == S_OK && sum == 5 + ASYNC_BONUS, "Add got %#lx, %d\n", hr, sum);
+        hr = ICcAsyncTest_Many(async_proxy, 1, 2.5, 3, 4.5f, 5, 6.5, 7, 8, 9, &dout);
+        ok(hr == S_OK && dout == 46.5 + ASYNC_BONUS, "Many got %#lx, %f\n", hr, dout);
+        ok(served.begins == 2 && served.finishes == 2 && !served.syncs, "Begin_ %ld, Finish_ %ld, synchronous %ld\n",
+           served.begins, served.finishes, served.syncs);
+        /* A server whose CreateCall fails, and one without ICallFactory: the synchronous method. */
+        hr = ICcAsyncTest_Add(sync_proxy, 2, 3, &sum);
+        ok(hr == S_OK && sum == 5, "without a call object got %#lx, %d\n", hr, sum);
+        ok(served.syncs == 1, "synchronous %ld\n", served.syncs);
+        hr = ICcAsyncTest_Add(plain, 2, 3, &sum);
+        ok(hr == S_OK && sum == 5, "without ICallFactory got %#lx, %d\n", hr, sum);
+        dout = 0;
+        hr = ICcAsyncTest_Many(plain, 1, 2.5, 3, 4.5f, 5, 6.5, 7, 8, 9, &dout);
+        ok(hr == S_OK && dout == 46.5, "Many without ICallFactory got %#lx, %f\n", hr, dout);
+    }
+    if (plain) ICcAsyncTest_Release(plain);
+    if (synconly) ICcSyncOnly_Release(synconly);
+    if (async_proxy) ICcAsyncTest_Release(async_proxy);
+    if (sync_proxy) ICcAsyncTest_Release(sync_proxy);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+/* A server whose stubs are laid out as MIDL's for async interfaces: their calls go through NdrDcomAsyncStubCall. */
+static void test_midl_stubs(void)
+{
+    struct host host;
+    HANDLE thread;
+
+    if (wine_lacks_async)
+    {
+        /* NdrDcomAsyncStubCall is a stub there: the server process dies of the first call. */
+        skip("stock Wine has no NdrDcomAsyncStubCall\n");
+        return;
+    }
+    if (!init_midl_ps())
+    {
+        skip("no NdrDcomAsyncStubCall\n");
+        return;
+    }
+    winetest_push_context("MIDL-style stubs");
+    start_host_of(&host, COINIT_APARTMENTTHREADED, TRUE);
+    thread = CreateThread(NULL, 0, midl_client_thread, &host, 0, NULL);
+    ok(!WaitForSingleObject(thread, 60000), "client did not finish\n");
+    CloseHandle(thread);
+    stop_host(&host);
+    winetest_pop_context();
+}
+
 static const char *model_name(DWORD model)
 {
     return model == COINIT_MULTITHREADED ? "MTA" : "STA";
@@ -2448,6 +2586,7 @@ START_TEST(asynccall)
     test_topology(COINIT_MULTITHREADED, COINIT_APARTMENTTHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_MULTITHREADED);
     test_topology(COINIT_APARTMENTTHREADED, COINIT_APARTMENTTHREADED);
+    test_midl_stubs();
 
     wcscpy(server_args, L" server ");
     wcscat(server_args, run_tag);

@@ -51,6 +51,7 @@ echo "asynchronous calls ..." >&2
 abench ratio > "$out/ratio.tsv"
 abench cancel "$CANCELS" > "$out/acancel.tsv"
 abench outstanding > "$out/outstanding.tsv"
+abench served > "$out/served.tsv"
 echo "first calls (${FIRST_CALLS:-20} fresh processes per kind) ..." >&2
 cp "$top/build/x86_64/ole32_test.exe" "$WINEPREFIX/drive_c/bench/"
 timeout 1800 "$WINE" ole32_test.exe firstcall "${FIRST_CALLS:-20}" 2>/dev/null | tr -d '\r' |
@@ -73,6 +74,7 @@ echo
     cat "$out/shim.tsv"
     sed 's/^cancel\t/synccancel\t/' "$out/cancel.tsv"
     cat "$out/ratio.tsv"
+    cat "$out/served.tsv" 2>/dev/null
     sed 's/^cancel\t/asynccancel\t/' "$out/acancel.tsv"
     cat "$out/outstanding.tsv" "$out/soak.tsv"
     cat "$out/firstcall.tsv" 2>/dev/null
@@ -97,6 +99,7 @@ echo
     $1 == "calls"       { add($2, $3, $4) }
     $1 == "synccancel"  { sc[$2] = $0 }
     $1 == "ratio"       { ra[$2] = $0 }
+    $1 == "served"      { sv[$2] = $0 }
     $1 == "asynccancel" { ac[$2] = $0 }
     $1 == "outstanding" { os[$2] = $0; otopo[++no] = $2 }
     $1 == "floor"       { floor_line = $0; floor_median = $4 }
@@ -135,6 +138,11 @@ echo
             ratio("P2", "async / sync, same method", topo[i], f[4], f[3], 1.25, 2)
             delete f
         }
+        for (i = 1; i <= n; i++) {
+            split(sv[topo[i]], f, "\t")
+            ratio("P8", "served by call object/sync", topo[i], f[4], f[3], 1.25, 2)
+            delete f
+        }
         for (i = 1; i <= n; i++)
             ratio("P3", "installed-disabled / stock", topo[i], median(topo[i] SUBSEP "disabled"),
                   median(topo[i] SUBSEP "stock"), 1.02, 3)
@@ -162,7 +170,8 @@ echo
         }
     }'
 echo
-echo "(P1 over $CANCELS cancels per topology; P2 medians of 9 rounds; P3-P4 medians of $ROUNDS runs of 9 rounds,"
+echo "(P1 over $CANCELS cancels per topology; P2 and P8 medians of 9 rounds (P8: a synchronous call served"
+echo " through the server object's call object, Begin_ signalling at once, vs the synchronous method); P3-P4 medians of $ROUNDS runs of 9 rounds,"
 echo " stock and installed alternating; P5 resident memory per call;"
 echo " P7 a blocking call made first thing in a fresh process, cancelled by a watchdog once the server is in it:"
 echo "    CoCancelCall's own duration and the caller's release, per kind of call (mta/sta: in process);"

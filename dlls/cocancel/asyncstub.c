@@ -65,7 +65,14 @@ struct stub_call
     LONG refcount;
     IUnknown *inner;                /* the server's call object (its own IUnknown) */
     LONG forwarding;                /* a QueryInterface is being asked of the inner object */
-    HANDLE done;                    /* manual reset: the server signalled, or the call was cancelled */
+    /*
+     * Manual reset, set once the server signalled or the call was cancelled.
+     * Made only when somebody has to wait (most servers signal from Begin_:
+     * then no kernel object is needed); whoever changes signalled or
+     * cancelled looks for it afterwards, whoever makes it looks at them
+     * afterwards, so one of the two always sets it.
+     */
+    HANDLE done;
     LONG signalled, cancelled, finished;
     ICancelMethodCalls *context;    /* the incoming call's cancel state (orpchook.c), or NULL */
 };
@@ -123,7 +130,7 @@ static ULONG WINAPI stub_call_Release(IUnknown *iface)
     if (!ref)
     {
         if (call->context) ICancelMethodCalls_Release(call->context);
-        CloseHandle(call->done);
+        if (call->done) CloseHandle(call->done);
         HeapFree(GetProcessHeap(), 0, call);
     }
     return ref;
@@ -136,9 +143,34 @@ static const IUnknownVtbl stub_call_vtbl =
     stub_call_Release,
 };
 
+static BOOL call_over(struct stub_call *call)
+{
+    return InterlockedCompareExchange(&call->signalled, 0, 0) || InterlockedCompareExchange(&call->cancelled, 0, 0);
+}
+
+static void set_done(struct stub_call *call)
+{
+    HANDLE done = InterlockedCompareExchangePointer(&call->done, NULL, NULL);
+
+    if (done) SetEvent(done);
+}
+
+/* The event to wait on (NULL without memory). */
+static HANDLE done_event(struct stub_call *call)
+{
+    HANDLE done = InterlockedCompareExchangePointer(&call->done, NULL, NULL), made;
+
+    if (done) return done;
+    if (!(made = CreateEventW(NULL, TRUE, FALSE, NULL))) return NULL;
+    if ((done = InterlockedCompareExchangePointer(&call->done, made, NULL))) CloseHandle(made);
+    else done = made;
+    if (call_over(call)) SetEvent(done);
+    return done;
+}
+
 static void mark_cancelled(struct stub_call *call)
 {
-    if (!InterlockedExchange(&call->cancelled, 1)) SetEvent(call->done);
+    if (!InterlockedExchange(&call->cancelled, 1)) set_done(call);
 }
 
 static HRESULT WINAPI stub_sync_QueryInterface(ISynchronize *iface, REFIID riid, void **ppv)
@@ -160,10 +192,13 @@ static ULONG WINAPI stub_sync_Release(ISynchronize *iface)
 static HRESULT WINAPI stub_sync_Wait(ISynchronize *iface, DWORD flags, DWORD timeout)
 {
     struct stub_call *call = impl_from_ISynchronize(iface);
+    HANDLE done;
     DWORD index;
     HRESULT hr;
 
-    hr = CoWaitForMultipleHandles(flags, timeout, 1, &call->done, &index);
+    if (call_over(call)) hr = S_OK;
+    else if (!(done = done_event(call))) return E_OUTOFMEMORY;
+    else hr = CoWaitForMultipleHandles(flags, timeout, 1, &done, &index);
     if (hr == S_OK && !InterlockedCompareExchange(&call->signalled, 0, 0) &&
         InterlockedCompareExchange(&call->cancelled, 0, 0))
         hr = RPC_E_CALL_CANCELED;
@@ -176,7 +211,7 @@ static HRESULT WINAPI stub_sync_Signal(ISynchronize *iface)
     struct stub_call *call = impl_from_ISynchronize(iface);
 
     TRACE("%p\n", call);
-    if (!InterlockedExchange(&call->signalled, 1)) SetEvent(call->done);
+    if (!InterlockedExchange(&call->signalled, 1)) set_done(call);
     return S_OK;
 }
 
@@ -185,7 +220,11 @@ static HRESULT WINAPI stub_sync_Reset(ISynchronize *iface)
     struct stub_call *call = impl_from_ISynchronize(iface);
 
     if (InterlockedExchange(&call->signalled, 0) && !InterlockedCompareExchange(&call->cancelled, 0, 0))
-        ResetEvent(call->done);
+    {
+        HANDLE done = InterlockedCompareExchangePointer(&call->done, NULL, NULL);
+
+        if (done) ResetEvent(done);
+    }
     return S_OK;
 }
 
@@ -257,11 +296,6 @@ static struct stub_call *create_stub_call(ICancelMethodCalls *context)
     call->ISynchronize_iface.lpVtbl = &stub_sync_vtbl;
     call->ICancelMethodCalls_iface.lpVtbl = &stub_cancel_vtbl;
     call->refcount = 1;
-    if (!(call->done = CreateEventW(NULL, TRUE, FALSE, NULL)))
-    {
-        HeapFree(GetProcessHeap(), 0, call);
-        return NULL;
-    }
     call->context = context;
     return call;
 }
@@ -277,7 +311,13 @@ static void wait_for_server(struct stub_call *call, ULONGLONG call_id)
     HANDLE handles[2];
     HRESULT hr;
 
-    handles[0] = call->done;
+    if (call_over(call)) return;
+    if (!(handles[0] = done_event(call)))
+    {
+        /* Without an event, the server's call object cannot be waited for: given up as if cancelled. */
+        mark_cancelled(call);
+        return;
+    }
     if (pid && pid != GetCurrentProcessId() && (handles[1] = OpenProcess(SYNCHRONIZE, FALSE, pid))) count = 2;
     for (;;)
     {
@@ -285,7 +325,9 @@ static void wait_for_server(struct stub_call *call, ULONGLONG call_id)
         if (hr == S_OK && index == 0) break;
         if (hr == RPC_S_CALLPENDING)
         {
-            if (ICancelMethodCalls_TestCancel(&call->ICancelMethodCalls_iface) == RPC_E_CALL_CANCELED) break;
+            if (call_over(call) ||
+                ICancelMethodCalls_TestCancel(&call->ICancelMethodCalls_iface) == RPC_E_CALL_CANCELED)
+                break;
             continue;
         }
         /* The client's process ended, or the wait failed: nobody is left to reply to. */

@@ -5,6 +5,8 @@
  *   asyncbench.exe ratio          Begin_+Finish_ round trip vs the synchronous call, per topology
  *   asyncbench.exe cancel N       Cancel(0) -> Finish_ returns, N times per topology
  *   asyncbench.exe outstanding    1,000 calls begun from one thread, then finished
+ *   asyncbench.exe served         a synchronous call served through the server's call object vs the
+ *                                 same call served by the synchronous method, per topology
  *
  * Output lines are tab-separated for tools/run_bench.sh.  The interfaces
  * are the conformance test's (dlls/ole32/tests/asynccall_ps.idl).
@@ -23,6 +25,7 @@
 #include "asynccall_ps.h"
 
 static const CLSID CLSID_AsyncBenchServer = {0x2c3e5a1d, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
+static const CLSID CLSID_AsyncBenchServed = {0x2c3e5a1c, 0x7c4b, 0x4e8e, {0x9a, 0x51, 0x1f, 0x0d, 0x6b, 0x2a, 0x9c, 0x01}};
 
 static HRESULT (WINAPI *pCoTestCancel)(void);
 static LARGE_INTEGER frequency;
@@ -66,6 +69,174 @@ static HRESULT WINAPI obj_Slow(ICcAsyncTest *iface, DWORD ms, DWORD *seen)
     return hr;
 }
 
+/*
+ * The served object: Add processed through its own call object, which
+ * aggregates the stub's object and signals it from Begin_ (server-side
+ * asynchronous processing at its cheapest: what the figure measures is the
+ * machinery, not the server's work).
+ */
+struct bench_call
+{
+    IUnknown IUnknown_inner;
+    AsyncICcAsyncTest AsyncICcAsyncTest_iface;
+    LONG refcount;
+    IUnknown *outer;
+    int sum;
+};
+
+static HRESULT WINAPI bench_inner_QueryInterface(IUnknown *iface, REFIID riid, void **ppv)
+{
+    struct bench_call *call = CONTAINING_RECORD(iface, struct bench_call, IUnknown_inner);
+
+    if (IsEqualIID(riid, &IID_IUnknown)) *ppv = &call->IUnknown_inner;
+    else if (IsEqualIID(riid, &IID_AsyncICcAsyncTest)) *ppv = &call->AsyncICcAsyncTest_iface;
+    else
+    {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    IUnknown_AddRef((IUnknown *)*ppv);
+    return S_OK;
+}
+
+static ULONG WINAPI bench_inner_AddRef(IUnknown *iface)
+{
+    return InterlockedIncrement(&CONTAINING_RECORD(iface, struct bench_call, IUnknown_inner)->refcount);
+}
+
+static ULONG WINAPI bench_inner_Release(IUnknown *iface)
+{
+    struct bench_call *call = CONTAINING_RECORD(iface, struct bench_call, IUnknown_inner);
+    ULONG ref = InterlockedDecrement(&call->refcount);
+
+    if (!ref) HeapFree(GetProcessHeap(), 0, call);
+    return ref;
+}
+
+static const IUnknownVtbl bench_inner_vtbl = { bench_inner_QueryInterface, bench_inner_AddRef, bench_inner_Release };
+
+static HRESULT WINAPI bench_QueryInterface(AsyncICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    return IUnknown_QueryInterface(CONTAINING_RECORD(iface, struct bench_call, AsyncICcAsyncTest_iface)->outer,
+                                   riid, ppv);
+}
+
+static ULONG WINAPI bench_AddRef(AsyncICcAsyncTest *iface)
+{
+    return IUnknown_AddRef(CONTAINING_RECORD(iface, struct bench_call, AsyncICcAsyncTest_iface)->outer);
+}
+
+static ULONG WINAPI bench_Release(AsyncICcAsyncTest *iface)
+{
+    return IUnknown_Release(CONTAINING_RECORD(iface, struct bench_call, AsyncICcAsyncTest_iface)->outer);
+}
+
+static HRESULT WINAPI bench_Begin_Add(AsyncICcAsyncTest *iface, int a, int b)
+{
+    struct bench_call *call = CONTAINING_RECORD(iface, struct bench_call, AsyncICcAsyncTest_iface);
+    ISynchronize *sync;
+
+    /* Not the synchronous method's result: the benchmark checks which one served it. */
+    call->sum = a + b + 1000;
+    if (SUCCEEDED(IUnknown_QueryInterface(call->outer, &IID_ISynchronize, (void **)&sync)))
+    {
+        ISynchronize_Signal(sync);
+        ISynchronize_Release(sync);
+    }
+    return S_OK;
+}
+
+static HRESULT WINAPI bench_Finish_Add(AsyncICcAsyncTest *iface, int *sum)
+{
+    *sum = CONTAINING_RECORD(iface, struct bench_call, AsyncICcAsyncTest_iface)->sum;
+    return S_OK;
+}
+
+static const AsyncICcAsyncTestVtbl bench_call_vtbl =
+{
+    bench_QueryInterface, bench_AddRef, bench_Release, bench_Begin_Add, bench_Finish_Add,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+};
+
+static ICcAsyncTest served;
+static ICallFactory served_factory;
+
+static HRESULT WINAPI served_QueryInterface(ICcAsyncTest *iface, REFIID riid, void **ppv)
+{
+    if (IsEqualIID(riid, &IID_ICallFactory))
+    {
+        *ppv = &served_factory;
+        return S_OK;
+    }
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_ICcAsyncTest))
+    {
+        *ppv = &served;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static const ICcAsyncTestVtbl served_vtbl =
+{
+    served_QueryInterface, obj_AddRef, obj_Release, obj_Add, obj_Slow,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+    (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl, (void *)obj_NotImpl,
+};
+
+static ICcAsyncTest served = { &served_vtbl };
+
+static HRESULT WINAPI served_factory_QueryInterface(ICallFactory *iface, REFIID riid, void **ppv)
+{
+    return served_QueryInterface(&served, riid, ppv);
+}
+
+static ULONG WINAPI served_factory_AddRef(ICallFactory *iface) { return 2; }
+static ULONG WINAPI served_factory_Release(ICallFactory *iface) { return 1; }
+
+static HRESULT WINAPI served_factory_CreateCall(ICallFactory *iface, REFIID riid, IUnknown *outer, REFIID riid2,
+                                                IUnknown **ppv)
+{
+    struct bench_call *call;
+    HRESULT hr;
+
+    *ppv = NULL;
+    if (!IsEqualIID(riid, &IID_AsyncICcAsyncTest)) return E_NOINTERFACE;
+    if (!(call = HeapAlloc(GetProcessHeap(), 0, sizeof(*call)))) return E_OUTOFMEMORY;
+    call->IUnknown_inner.lpVtbl = &bench_inner_vtbl;
+    call->AsyncICcAsyncTest_iface.lpVtbl = &bench_call_vtbl;
+    call->refcount = 1;
+    call->outer = outer ? outer : &call->IUnknown_inner;
+    call->sum = 0;
+    hr = IUnknown_QueryInterface(&call->IUnknown_inner, riid2, (void **)ppv);
+    IUnknown_Release(&call->IUnknown_inner);
+    return hr;
+}
+
+static const ICallFactoryVtbl served_factory_vtbl =
+{
+    served_factory_QueryInterface, served_factory_AddRef, served_factory_Release, served_factory_CreateCall,
+};
+
+static ICallFactory served_factory = { &served_factory_vtbl };
+
+static HRESULT WINAPI served_class_CreateInstance(IClassFactory *iface, IUnknown *outer, REFIID riid, void **ppv)
+{
+    *ppv = NULL;
+    if (outer) return CLASS_E_NOAGGREGATION;
+    return served_QueryInterface(&served, riid, ppv);
+}
+
+static const IClassFactoryVtbl served_class_vtbl =
+{
+    obj_factory_QueryInterface, obj_factory_AddRef, obj_factory_Release, served_class_CreateInstance,
+    obj_factory_LockServer,
+};
+
+static IClassFactory served_class = { &served_class_vtbl };
 
 struct topology
 {
@@ -131,7 +302,7 @@ struct job
     const struct topology *topology;
     const char *mode;
     unsigned int count;
-    IStream *stream;
+    IStream *stream, *served_stream;
 };
 
 static double samples[20000], samples2[20000];
@@ -169,6 +340,42 @@ static void job_ratio(const struct job *job, ICcAsyncTest *proxy)
     }
     printf("ratio\t%s\t%.2f\t%.2f\n", job->topology->name, percentile(samples, 9, 0.5), percentile(samples2, 9, 0.5));
     AsyncICcAsyncTest_Release(call);
+}
+
+/* The same synchronous call to obj and to the served object, alternating rounds. */
+static void job_served(const struct job *job, ICcAsyncTest *proxy)
+{
+    ICcAsyncTest *other = NULL;
+    unsigned int round, i;
+    int sum;
+
+    if (job->served_stream) CoGetInterfaceAndReleaseStream(job->served_stream, &IID_ICcAsyncTest, (void **)&other);
+    else CoCreateInstance(&CLSID_AsyncBenchServed, NULL, CLSCTX_LOCAL_SERVER, &IID_ICcAsyncTest, (void **)&other);
+    /* The call object's Add adds 1000: no figure unless it serves the calls. */
+    if (!other || FAILED(ICcAsyncTest_Add(other, 1, 2, &sum)) || sum != 1003)
+    {
+        printf("served\t%s\t-\t-\n", job->topology->name);
+        if (other) ICcAsyncTest_Release(other);
+        return;
+    }
+    for (i = 0; i < 200; i++)
+    {
+        ICcAsyncTest_Add(proxy, i, 1, &sum);
+        ICcAsyncTest_Add(other, i, 1, &sum);
+    }
+    for (round = 0; round < 9; round++)
+    {
+        double start = now_us();
+
+        for (i = 0; i < 300; i++) ICcAsyncTest_Add(proxy, i, 1, &sum);
+        samples[round] = (now_us() - start) / 300;
+        start = now_us();
+        for (i = 0; i < 300; i++) ICcAsyncTest_Add(other, i, 1, &sum);
+        samples2[round] = (now_us() - start) / 300;
+    }
+    printf("served\t%s\t%.2f\t%.2f\n", job->topology->name, percentile(samples, 9, 0.5),
+           percentile(samples2, 9, 0.5));
+    ICcAsyncTest_Release(other);
 }
 
 static void job_cancel(const struct job *job, ICcAsyncTest *proxy)
@@ -253,6 +460,7 @@ static DWORD WINAPI client_thread(void *arg)
     if (proxy)
     {
         if (!strcmp(job->mode, "ratio")) job_ratio(job, proxy);
+        else if (!strcmp(job->mode, "served")) job_served(job, proxy);
         else if (!strcmp(job->mode, "cancel")) job_cancel(job, proxy);
         else job_outstanding(job, proxy);
         ICcAsyncTest_Release(proxy);
@@ -266,18 +474,28 @@ static DWORD WINAPI client_thread(void *arg)
 static void run(const struct topology *topology, const char *mode, unsigned int count)
 {
     struct job job = { topology, mode, count };
-    struct host host;
+    struct host host, served_host;
+    BOOL two = !strcmp(mode, "served");
     HANDLE thread;
 
     if (topology->host_model != LOCAL_SERVER)
     {
         start_host(&host, topology->host_model);
         job.stream = host.stream;
+        if (two)
+        {
+            start_host_of(&served_host, topology->host_model, (IUnknown *)&served);
+            job.served_stream = served_host.stream;
+        }
     }
     thread = CreateThread(NULL, 0, client_thread, &job, 0, NULL);
     if (WaitForSingleObject(thread, 600000)) fprintf(stderr, "%s: %s did not finish\n", mode, topology->name);
     CloseHandle(thread);
-    if (topology->host_model != LOCAL_SERVER) stop_host(&host);
+    if (topology->host_model != LOCAL_SERVER)
+    {
+        stop_host(&host);
+        if (two) stop_host(&served_host);
+    }
 }
 
 int main(int argc, char **argv)
@@ -294,16 +512,25 @@ int main(int argc, char **argv)
 
     if (!strcmp(mode, "server"))
     {
+        DWORD cookie = 0;
+
+        /* The MTA serve_local serves from holds the served object's class too. */
+        CoInitializeEx(NULL, COINIT_MULTITHREADED);
+        CoRegisterClassObject(&CLSID_AsyncBenchServed, (IUnknown *)&served_class, CLSCTX_LOCAL_SERVER,
+                              REGCLS_MULTIPLEUSE, &cookie);
         serve_local(&CLSID_AsyncBenchServer, L"cocancel_asyncbench_quit", 900000);
+        if (cookie) CoRevokeClassObject(cookie);
+        CoUninitialize();
         return 0;
     }
-    if (strcmp(mode, "ratio") && strcmp(mode, "cancel") && strcmp(mode, "outstanding"))
+    if (strcmp(mode, "ratio") && strcmp(mode, "cancel") && strcmp(mode, "outstanding") && strcmp(mode, "served"))
     {
-        fprintf(stderr, "usage: asyncbench.exe ratio | cancel N | outstanding\n");
+        fprintf(stderr, "usage: asyncbench.exe ratio | cancel N | outstanding | served\n");
         return 1;
     }
     if (!strcmp(mode, "cancel")) count = argc > 2 ? min(atoi(argv[2]), (int)ARRAYSIZE(samples)) : 1000;
     register_local_server(&CLSID_AsyncBenchServer, L" server");
+    register_local_server(&CLSID_AsyncBenchServed, L" server");
     for (i = 0; i < ARRAYSIZE(topologies); i++)
     {
         if (!strcmp(mode, "outstanding") && topologies[i].client_model != COINIT_MULTITHREADED) continue;
@@ -311,5 +538,6 @@ int main(int argc, char **argv)
     }
     SetEvent(CreateEventW(NULL, TRUE, FALSE, L"cocancel_asyncbench_quit"));
     unregister_local_server(&CLSID_AsyncBenchServer);
+    unregister_local_server(&CLSID_AsyncBenchServed);
     return 0;
 }

@@ -167,10 +167,11 @@ static inline void serve_local(const CLSID *clsid, const WCHAR *quit_name, DWORD
     CloseHandle(quit);
 }
 
-/* A thread of the given apartment type owning obj; its stream carries obj to one client. */
+/* A thread of the given apartment type owning obj (or another object); its stream carries it to one client. */
 struct host
 {
     DWORD model;
+    IUnknown *object;
     IStream *stream;
     HANDLE ready, quit, thread;
 };
@@ -183,7 +184,7 @@ static DWORD WINAPI host_thread(void *arg)
 
     CoInitializeEx(NULL, host->model);
     cookie = register_ps();
-    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, (IUnknown *)&obj, &host->stream);
+    CoMarshalInterThreadInterfaceInStream(&IID_ICcAsyncTest, host->object, &host->stream);
     SetEvent(host->ready);
     while (MsgWaitForMultipleObjects(1, &host->quit, FALSE, INFINITE, QS_ALLINPUT) != WAIT_OBJECT_0)
         while (PeekMessageW(&msg, NULL, 0, 0, PM_REMOVE)) DispatchMessageW(&msg);
@@ -192,15 +193,22 @@ static DWORD WINAPI host_thread(void *arg)
     return 0;
 }
 
-/* Starts the host; FALSE if it did not come up within 10 seconds. */
-static BOOL start_host(struct host *host, DWORD model)
+/* Starts a host of object; FALSE if it did not come up within 10 seconds. */
+static BOOL start_host_of(struct host *host, DWORD model, IUnknown *object)
 {
     memset(host, 0, sizeof(*host));
     host->model = model;
+    host->object = object;
     host->ready = CreateEventW(NULL, TRUE, FALSE, NULL);
     host->quit = CreateEventW(NULL, TRUE, FALSE, NULL);
     host->thread = CreateThread(NULL, 0, host_thread, host, 0, NULL);
     return !WaitForSingleObject(host->ready, 10000);
+}
+
+/* Starts a host of obj. */
+static BOOL start_host(struct host *host, DWORD model)
+{
+    return start_host_of(host, model, (IUnknown *)&obj);
 }
 
 /* Stops the host; FALSE if it did not end within 10 seconds. */

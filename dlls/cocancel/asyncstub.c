@@ -414,54 +414,82 @@ static HRESULT serve_sync(struct server_shim *shim, unsigned int index, const BY
     return (HRESULT)call_frame((*(void ***)shim->server)[index], args, method->sync.stack_size / PTR_SIZE);
 }
 
-static HRESULT serve(struct server_shim *shim, unsigned int index, BYTE *frame)
+/* One call served through the server's call object. */
+struct serving
 {
-    const struct async_method *method = &shim->desc->methods[index - 3];
-    unsigned int begin = 3 + 2 * (index - 3);
-    ULONG_PTR args[FRAME_BYTES / sizeof(ULONG_PTR)];
-    ICancelMethodCalls *context;
-    IUnknown *inner = NULL, *async = NULL;
-    ULONGLONG call_id = 0;
+    struct server_shim *shim;
+    unsigned int index;
+    BYTE *frame;
     struct stub_call *call;
+    IUnknown *inner, *async;
+    ULONGLONG call_id;
+    HRESULT hr;
+};
+
+static void CDECL run_halves(void *arg)
+{
+    struct serving *serving = arg;
+    const struct async_method *method = &serving->shim->desc->methods[serving->index - 3];
+    unsigned int begin = 3 + 2 * (serving->index - 3);
+    ULONG_PTR args[FRAME_BYTES / sizeof(ULONG_PTR)];
     HRESULT hr;
 
-    context = orpchook_server_call(&call_id);
-    if (!(call = create_stub_call(context)))
+    TRACE("%p: Begin_ of method %u\n", serving->call, serving->index);
+    build_half(method, method->split.begin_offset, serving->frame, serving->async, args);
+    hr = call_half(serving->async, begin, &method->begin, args);
+    /* A Begin_ that fails starts nothing: its error is the method's result, and there is no Finish_. */
+    if (SUCCEEDED(hr))
+    {
+        wait_for_server(serving->call, serving->call_id);
+        TRACE("%p: Finish_ of method %u\n", serving->call, serving->index);
+        build_half(method, method->split.finish_offset, serving->frame, serving->async, args);
+        hr = call_half(serving->async, begin + 1, &method->finish, args);
+        if (InterlockedCompareExchange(&serving->call->cancelled, 0, 0)) hr = RPC_E_CALL_CANCELED;
+    }
+    serving->hr = hr;
+}
+
+/* The call is over (also when an exception from the server's Begin_ or Finish_ unwinds it). */
+static void end_serving(void *arg)
+{
+    struct serving *serving = arg;
+
+    InterlockedExchange(&serving->call->finished, 1);
+    IUnknown_Release(serving->async);
+    serving->call->inner = NULL;
+    IUnknown_Release(serving->inner);
+    IUnknown_Release(&serving->call->IUnknown_iface);
+}
+
+static HRESULT serve(struct server_shim *shim, unsigned int index, BYTE *frame)
+{
+    struct serving serving = { shim, index, frame };
+    struct unwind_guard guard = { end_serving, &serving };
+    ICancelMethodCalls *context;
+    HRESULT hr;
+
+    context = orpchook_server_call(&serving.call_id);
+    if (!(serving.call = create_stub_call(context)))
     {
         if (context) ICancelMethodCalls_Release(context);
         return serve_sync(shim, index, frame);
     }
-    hr = ICallFactory_CreateCall(shim->factory, &shim->desc->async_iid, &call->IUnknown_iface, &IID_IUnknown,
-                                 &inner);
-    if (SUCCEEDED(hr) && inner) hr = IUnknown_QueryInterface(inner, &shim->desc->async_iid, (void **)&async);
-    if (FAILED(hr) || !inner || !async)
+    hr = ICallFactory_CreateCall(shim->factory, &shim->desc->async_iid, &serving.call->IUnknown_iface,
+                                 &IID_IUnknown, &serving.inner);
+    if (SUCCEEDED(hr) && serving.inner)
+        hr = IUnknown_QueryInterface(serving.inner, &shim->desc->async_iid, (void **)&serving.async);
+    if (FAILED(hr) || !serving.inner || !serving.async)
     {
         TRACE("no call object for %s (%#lx): method %u runs synchronously\n",
               cc_debugstr_guid(&shim->desc->async_iid), (unsigned long)hr, index);
-        if (inner) IUnknown_Release(inner);
-        IUnknown_Release(&call->IUnknown_iface);
+        if (serving.inner) IUnknown_Release(serving.inner);
+        IUnknown_Release(&serving.call->IUnknown_iface);
         return serve_sync(shim, index, frame);
     }
-    call->inner = inner;
-
-    TRACE("%p: Begin_ of method %u\n", call, index);
-    build_half(method, method->split.begin_offset, frame, async, args);
-    hr = call_half(async, begin, &method->begin, args);
-    /* A Begin_ that fails starts nothing: its error is the method's result, and there is no Finish_. */
-    if (SUCCEEDED(hr))
-    {
-        wait_for_server(call, call_id);
-        TRACE("%p: Finish_ of method %u\n", call, index);
-        build_half(method, method->split.finish_offset, frame, async, args);
-        hr = call_half(async, begin + 1, &method->finish, args);
-        if (InterlockedCompareExchange(&call->cancelled, 0, 0)) hr = RPC_E_CALL_CANCELED;
-    }
-    InterlockedExchange(&call->finished, 1);
-    IUnknown_Release(async);
-    call->inner = NULL;
-    IUnknown_Release(inner);
-    IUnknown_Release(&call->IUnknown_iface);
-    return hr;
+    serving.call->inner = serving.inner;
+    unwind_guarded(run_halves, &serving, &guard);
+    end_serving(&serving);
+    return serving.hr;
 }
 
 static struct server_shim *shim_checked(IUnknown *iface, unsigned int index)

@@ -405,6 +405,9 @@ static IUnknown local_object = { &local_vtbl };
 #define FAIL_BEGIN  0x80041001      /* Fail(): Begin_ fails with it */
 #define FAIL_NEVER  0x80041002      /* Fail(): the call object never signals (it returns it from Finish_) */
 #define FAIL_TWICE  0x80041003      /* Fail(): the call object signals twice and returns S_OK */
+#define FAIL_RAISE  0x80041004      /* Fail(): Begin_ raises an exception */
+
+static LONG srv_calls_alive;        /* server call objects not released yet */
 
 /* What this process's server objects did. */
 static struct
@@ -481,6 +484,7 @@ static ULONG WINAPI srv_inner_Release(IUnknown *iface)
 
     if (!ref)
     {
+        InterlockedDecrement(&srv_calls_alive);
         if (call->worker)
         {
             WaitForSingleObject(call->worker, 10000);
@@ -694,6 +698,7 @@ static HRESULT WINAPI srv_Begin_Fail(AsyncICcAsyncTest *iface, HRESULT hr)
     served_note('B', &served.begins);
     call->hr = hr;
     if (hr == (HRESULT)FAIL_BEGIN) return hr;
+    if (hr == (HRESULT)FAIL_RAISE) RaiseException(0xe0c0ffee, 0, 0, NULL);
     if (hr == (HRESULT)FAIL_NEVER)
     {
         SetEvent(server.slow_started);
@@ -800,6 +805,7 @@ static HRESULT WINAPI asrv_factory_CreateCall(ICallFactory *iface, REFIID riid, 
     call->AsyncICcAsyncTest_iface.lpVtbl = &srv_call_vtbl;
     call->refcount = 1;
     call->outer = outer ? outer : &call->IUnknown_inner;
+    InterlockedIncrement(&srv_calls_alive);
     hr = IUnknown_QueryInterface(&call->IUnknown_inner, riid2, (void **)ppv);
     IUnknown_Release(&call->IUnknown_inner);
     return hr;
@@ -2004,6 +2010,10 @@ static void test_server_call_objects(ICcAsyncTest *proxy, ICcAsyncTest *plain, B
     if (local)
         ok(served.begins == begins + 3 && served.finishes == finishes + 2, "Begin_ %ld times, Finish_ %ld times\n",
            served.begins - begins, served.finishes - finishes);
+    /* An exception out of Begin_ fails the call (the stub catches it) and leaks no call object. */
+    hr = ICcAsyncTest_Fail(proxy, (HRESULT)FAIL_RAISE, &io);
+    ok(FAILED(hr), "Begin_'s exception got %#lx\n", hr);
+    if (local) ok(!srv_calls_alive, "%ld server call objects left\n", srv_calls_alive);
 
     /* CreateCall fails: the synchronous method serves the call. */
     if (plain)
@@ -2076,7 +2086,8 @@ static void test_server_call_objects(ICcAsyncTest *proxy, ICcAsyncTest *plain, B
     /* The server works on. */
     hr = ICcAsyncTest_Add(proxy, 20, 22, &sum);
     ok(hr == S_OK && sum == 42 + ASYNC_BONUS, "after the cancels got %#lx, %d\n", hr, sum);
-    if (local) ok(served.begins == served.finishes + 1, "Begin_ %ld times, Finish_ %ld times\n", served.begins,
+    /* Every Begin_ had its Finish_ but the one that failed and the one that raised. */
+    if (local) ok(served.begins == served.finishes + 2, "Begin_ %ld times, Finish_ %ld times\n", served.begins,
                   served.finishes);
 }
 

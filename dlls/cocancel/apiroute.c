@@ -13,7 +13,10 @@
  *  - import slots that the loader bound to its "unimplemented function"
  *    stubs are redirected, after reading the stub's names back, in every
  *    loaded module and, through LdrRegisterDllNotification, in every later
- *    one.
+ *    one.  The same is done for functions another DLL of Wine lacks whose
+ *    replacements a layer above supplies (apiroute_supply_imports: rpcrt4's
+ *    CStdAsyncStubBuffer_*, which MIDL's async stub vtables import), also
+ *    when combase implements the API.
  *
  * Nothing is written unless the bytes are exactly what is expected; a
  * mismatch is counted as refused and left alone.  If combase implements any
@@ -47,13 +50,30 @@ void apiroute_get_status(struct cocancel_status *status)
     status->repaired_imports = (DWORD)InterlockedCompareExchange(&repaired_imports, 0, 0);
 }
 
-static const struct api_export *find_api(const char *name)
+/* Functions another DLL of Wine lacks altogether, supplied to the imports that name them. */
+static const char *supplied_dll;
+static const struct api_export *supplied;
+static unsigned int supplied_count;
+
+static const struct api_export *find_in(const struct api_export *exports, unsigned int count, const char *name)
 {
     unsigned int i;
 
-    for (i = 0; i < routed_count; i++)
-        if (!strcmp(routed_api[i].name, name)) return &routed_api[i];
+    for (i = 0; i < count; i++)
+        if (!strcmp(exports[i].name, name)) return &exports[i];
     return NULL;
+}
+
+static const struct api_export *find_api(const char *name)
+{
+    return find_in(routed_api, routed_count, name);
+}
+
+void apiroute_supply_imports(const char *dll, const struct api_export *exports, unsigned int count)
+{
+    supplied_dll = dll;
+    supplied = exports;
+    supplied_count = count;
 }
 
 BOOL apiroute_wine_has_api(void)
@@ -334,8 +354,10 @@ static BOOL repair_import(void *ctx, const char *dll, const char *name, void **s
     const struct api_export *api;
     ULONG_PTR target;
 
-    if (_stricmp(dll, "ole32.dll") && _stricmp(dll, "combase.dll")) return TRUE;
-    if (!(api = find_api(name))) return TRUE;
+    if (!_stricmp(dll, "ole32.dll") || !_stricmp(dll, "combase.dll")) api = wine_has_api ? NULL : find_api(name);
+    else if (supplied_dll && !_stricmp(dll, supplied_dll)) api = find_in(supplied, supplied_count, name);
+    else return TRUE;
+    if (!api) return TRUE;
     target = (ULONG_PTR)*slot;
     /* Already bound to the engine, directly or through the grafted exports. */
     if (target == (ULONG_PTR)api->function || winepatch_is_jump_to((const BYTE *)target, api->function)) return TRUE;
@@ -357,8 +379,11 @@ static BOOL repair_import(void *ctx, const char *dll, const char *name, void **s
 /* What the engine does for every module it sees, at start-up or when loaded. */
 static void handle_module(HMODULE module)
 {
-    if (pe_module_is(module, L"combase.dll")) patch_combase(module);
-    else if (pe_module_is(module, L"ole32.dll")) graft_ole32(module);
+    if (!wine_has_api)
+    {
+        if (pe_module_is(module, L"combase.dll")) patch_combase(module);
+        else if (pe_module_is(module, L"ole32.dll")) graft_ole32(module);
+    }
     if (module != engine_module) pe_for_each_import(module, repair_import, module);
 }
 
@@ -387,7 +412,7 @@ static void CALLBACK dll_notification(ULONG reason, const struct dll_notificatio
 {
     if (!data) return;
     /* Runs under the loader lock, after the DLL's imports are bound and before its DllMain. */
-    if (reason == DLL_NOTIFICATION_LOADED && !wine_has_api) handle_module(data->base);
+    if (reason == DLL_NOTIFICATION_LOADED) handle_module(data->base);
     else if (reason == DLL_NOTIFICATION_UNLOADED && unload_hook) unload_hook(data->base, data->size);
 }
 
@@ -409,7 +434,7 @@ void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned
     /* combase first, so that everything bound to its stubs works at once. */
     if ((combase = GetModuleHandleW(L"combase.dll"))) patch_combase(combase);
 
-    if (!wine_has_api && K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed))
+    if (K32EnumProcessModules(GetCurrentProcess(), modules, sizeof(modules), &needed))
     {
         count = min(needed / sizeof(HMODULE), ARRAY_SIZE(modules));
         for (i = 0; i < count; i++)

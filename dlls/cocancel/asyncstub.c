@@ -643,6 +643,75 @@ static void fill_async_stub_release(const ProxyFileInfo *const *files, REFIID ri
     }
 }
 
+/*
+ * rpcrt4's CStdAsyncStubBuffer_* entry points, which Wine does not export:
+ * the async stub vtables of MIDL's proxy/stub code import them (the SDK's
+ * CStdAsyncStubBuffer_METHODS), and Wine's loader binds each to a stub that
+ * reports an unimplemented function; apiroute.c puts these in those import
+ * slots.  Under Wine a stub built from such a vtable is rpcrt4's standard
+ * stub (its factory makes one for the async interface itself, when a call
+ * object's async interface is marshaled), so each does what the standard
+ * stub's method does.
+ */
+static HRESULT WINAPI async_buffer_QueryInterface(IRpcStubBuffer *iface, REFIID riid, void **ppv)
+{
+    return CStdStubBuffer_QueryInterface(iface, riid, ppv);
+}
+
+static ULONG WINAPI async_buffer_AddRef(IRpcStubBuffer *iface)
+{
+    return CStdStubBuffer_AddRef(iface);
+}
+
+static HRESULT WINAPI async_buffer_Connect(IRpcStubBuffer *iface, IUnknown *server)
+{
+    return CStdStubBuffer_Connect(iface, server);
+}
+
+static void WINAPI async_buffer_Disconnect(IRpcStubBuffer *iface)
+{
+    CStdStubBuffer_Disconnect(iface);
+}
+
+static HRESULT WINAPI async_buffer_Invoke(IRpcStubBuffer *iface, RPCOLEMESSAGE *msg, IRpcChannelBuffer *channel)
+{
+    return CStdStubBuffer_Invoke(iface, msg, channel);
+}
+
+static IRpcStubBuffer * WINAPI async_buffer_IsIIDSupported(IRpcStubBuffer *iface, REFIID riid)
+{
+    return CStdStubBuffer_IsIIDSupported(iface, riid);
+}
+
+static ULONG WINAPI async_buffer_CountRefs(IRpcStubBuffer *iface)
+{
+    return CStdStubBuffer_CountRefs(iface);
+}
+
+static HRESULT WINAPI async_buffer_DebugServerQueryInterface(IRpcStubBuffer *iface, void **ppv)
+{
+    return CStdStubBuffer_DebugServerQueryInterface(iface, ppv);
+}
+
+static void WINAPI async_buffer_DebugServerRelease(IRpcStubBuffer *iface, void *pv)
+{
+    CStdStubBuffer_DebugServerRelease(iface, pv);
+}
+
+const struct api_export asyncstub_rpcrt4_exports[ASYNCSTUB_RPCRT4_EXPORTS] =
+{
+    { "CStdAsyncStubBuffer_QueryInterface", async_buffer_QueryInterface },
+    { "CStdAsyncStubBuffer_AddRef", async_buffer_AddRef },
+    { "CStdAsyncStubBuffer_Release", async_stub_Release },
+    { "CStdAsyncStubBuffer_Connect", async_buffer_Connect },
+    { "CStdAsyncStubBuffer_Disconnect", async_buffer_Disconnect },
+    { "CStdAsyncStubBuffer_Invoke", async_buffer_Invoke },
+    { "CStdAsyncStubBuffer_IsIIDSupported", async_buffer_IsIIDSupported },
+    { "CStdAsyncStubBuffer_CountRefs", async_buffer_CountRefs },
+    { "CStdAsyncStubBuffer_DebugServerQueryInterface", async_buffer_DebugServerQueryInterface },
+    { "CStdAsyncStubBuffer_DebugServerRelease", async_buffer_DebugServerRelease },
+};
+
 HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub)
 {
     const struct async_desc *desc;

@@ -299,6 +299,8 @@ struct api_export
 void apiroute_on_unload(void (*hook)(const void *base, SIZE_T size));
 
 void apiroute_install(HMODULE engine, const struct api_export *exports, unsigned int count);
+/* Import slots naming these functions of dll, bound to the loader's "unimplemented function" stubs, get them. */
+void apiroute_supply_imports(const char *dll, const struct api_export *exports, unsigned int count);
 void apiroute_get_status(struct cocancel_status *status);
 enum api_index { API_CANCEL_CALL, API_GET_CANCEL_OBJECT, API_SET_CANCEL_OBJECT, API_TEST_CANCEL };
 void *apiroute_wine_function(enum api_index index);
@@ -365,6 +367,8 @@ HRESULT WINAPI callfactory_manager_QueryInterface(IUnknown *iface, REFIID riid, 
 
 /* asyncstub.c */
 HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnknown *server, IRpcStubBuffer **stub);
+#define ASYNCSTUB_RPCRT4_EXPORTS 10
+extern const struct api_export asyncstub_rpcrt4_exports[ASYNCSTUB_RPCRT4_EXPORTS];
 LONG WINAPI asyncstub_NdrDcomAsyncStubCall(IRpcStubBuffer *iface, IRpcChannelBuffer *channel, RPC_MESSAGE *msg,
                                            DWORD *phase);
 void asyncstub_init(void);

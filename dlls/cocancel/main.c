@@ -38,6 +38,7 @@ static void process_attach(HINSTANCE instance)
     apiroute_on_unload(asynccall_module_unloaded);
     cancelobj_init();
     api_init();
+    apiroute_supply_imports("rpcrt4.dll", asyncstub_rpcrt4_exports, ARRAY_SIZE(asyncstub_rpcrt4_exports));
     apiroute_install(instance, api_exports, ARRAY_SIZE(api_exports));
     /* On i386 everything below has run under Wine 10.0's WoW64 (make
      * check-matrix, column wow64); only NdrDcomAsyncClientCall is taken over

@@ -551,8 +551,7 @@ static void build_frame(struct fiber_call *fc, const BYTE *frame, const double *
         if (!(param->attr & CC_PARAM_IS_IN) || (param->attr & CC_PARAM_IS_OUT)) continue;
         src = frame + from;
 #ifdef __x86_64__
-        if (fregs && from / 8 >= 1 && from / 8 <= 3 && (param->attr & CC_PARAM_IS_BASETYPE) &&
-            !(param->attr & CC_PARAM_IS_SIMPLE_REF) && (param->type == 0x0a || param->type == 0x0c))
+        if (fregs && from / 8 >= 1 && from / 8 <= 3 && cc_fmt_param_is_floating(param))
             src = (const BYTE *)&fregs[from / 8 - 1];
 #endif
         if (promoted && (param->attr & CC_PARAM_IS_BASETYPE) && !(param->attr & CC_PARAM_IS_SIMPLE_REF) &&

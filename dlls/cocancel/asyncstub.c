@@ -515,9 +515,7 @@ static HRESULT CDECL stub_dispatch(IUnknown *iface, unsigned int index, BYTE *fr
         const struct cc_fmt_param *param = &method->sync.params[i];
         unsigned int slot = param->stack_offset / 8;
 
-        if (slot >= 1 && slot <= 3 && (param->attr & CC_PARAM_IS_BASETYPE) &&
-            !(param->attr & (CC_PARAM_IS_SIMPLE_REF | CC_PARAM_IS_RETURN)) &&
-            (param->type == 0x0a || param->type == 0x0c))
+        if (slot >= 1 && slot <= 3 && !(param->attr & CC_PARAM_IS_RETURN) && cc_fmt_param_is_floating(param))
             memcpy(frame + param->stack_offset, &fregs[slot - 1], 8);
     }
     return serve(shim, index, frame);
@@ -609,6 +607,26 @@ static ULONG WINAPI async_stub_Release(IRpcStubBuffer *iface)
     return NdrCStdStubBuffer_Release(iface, ((CStdStubBuffer *)iface)->pPSFactory);
 }
 
+/* The entry of the proxy files (those with async tables) whose stub vtable is vtbl. */
+static BOOL stub_entry(const ProxyFileInfo *const *files, const IRpcStubBufferVtbl *vtbl, const ProxyFileInfo **file,
+                       int *index)
+{
+    int i, j;
+
+    for (i = 0; files && files[i]; i++)
+    {
+        if (files[i]->TableVersion < 6 || !files[i]->pAsyncIIDLookup) continue;
+        for (j = 0; j < (int)files[i]->TableSize; j++)
+        {
+            if (&files[i]->pStubVtblList[j]->Vtbl != vtbl) continue;
+            *file = files[i];
+            *index = j;
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 /*
  * The stub of an async interface itself (someone marshaled a call
  * object's async interface) is built from the proxy file's async stub
@@ -619,28 +637,20 @@ static ULONG WINAPI async_stub_Release(IRpcStubBuffer *iface)
  * vtables have it (CStdStubBuffer_METHODS).  Only a NULL slot of the
  * vtable this very stub was built from is written.
  */
-static void fill_async_stub_release(const ProxyFileInfo *const *files, REFIID riid, IRpcStubBuffer *stub)
+static void fill_async_stub_release(const ProxyFileInfo *const *files, IRpcStubBuffer *stub)
 {
     const CStdStubBuffer *buffer = (const CStdStubBuffer *)stub;
-    unsigned int i, j;
+    const ProxyFileInfo *info;
+    CInterfaceStubVtbl *vtbl;
+    int index;
 
-    for (i = 0; files && files[i]; i++)
-    {
-        const ProxyFileInfo *info = files[i];
-
-        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
-        for (j = 0; j < info->TableSize; j++)
-        {
-            CInterfaceStubVtbl *vtbl = (CInterfaceStubVtbl *)info->pStubVtblList[j];
-
-            if (info->pAsyncIIDLookup[j] != (const IID *)(LONG_PTR)-1 || !IsEqualIID(vtbl->header.piid, riid))
-                continue;
-            if (!pe_readable(buffer, sizeof(*buffer)) || buffer->lpVtbl != &vtbl->Vtbl || vtbl->Vtbl.Release) return;
-            if (pe_write_pointer((void **)&vtbl->Vtbl.Release, (void *)async_stub_Release))
-                TRACE("async stub vtable of %s: Release filled\n", cc_debugstr_guid(riid));
-            return;
-        }
-    }
+    if (!pe_readable(buffer, sizeof(*buffer)) || !stub_entry(files, buffer->lpVtbl, &info, &index) ||
+        info->pAsyncIIDLookup[index] != (const IID *)(LONG_PTR)-1)
+        return;
+    vtbl = (CInterfaceStubVtbl *)info->pStubVtblList[index];
+    if (vtbl->Vtbl.Release) return;
+    if (pe_write_pointer((void **)&vtbl->Vtbl.Release, (void *)async_stub_Release))
+        TRACE("async stub vtable of %s: Release filled\n", cc_debugstr_guid(vtbl->header.piid));
 }
 
 /*
@@ -726,7 +736,7 @@ HRESULT WINAPI asyncstub_CreateStub(IPSFactoryBuffer *iface, REFIID riid, IUnkno
                         &async_index))
     {
         if ((*stub)->lpVtbl && !(*stub)->lpVtbl->Release)
-            fill_async_stub_release(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, riid, *stub);
+            fill_async_stub_release(((const CStdPSFactoryBuffer *)iface)->pProxyFileList, *stub);
         return hr;
     }
     /* An interface of a base other than IUnknown has a delegating stub: not handled. */
@@ -743,32 +753,21 @@ static BOOL find_stub_entry(const CStdPSFactoryBuffer *factory, const IRpcStubBu
                             const ProxyFileInfo **file, int *sync_index, int *async_index)
 {
     const ProxyFileInfo *const *files = factory->pProxyFileList;
-    int i, j, k;
+    const ProxyFileInfo *info;
+    const IID *iid;
+    int j, k;
 
-    for (i = 0; files && files[i]; i++)
+    if (!stub_entry(files, vtbl, &info, &j)) return FALSE;
+    iid = info->pStubVtblList[j]->header.piid;
+    if (info->pAsyncIIDLookup[j] != (const IID *)(LONG_PTR)-1)
+        return asynccall_find(files, iid, file, sync_index, async_index);
+    /* The async interface's own stub: its synchronous interface is the one that names it. */
+    for (k = 0; k < (int)info->TableSize; k++)
     {
-        const ProxyFileInfo *info = files[i];
+        const IID *async_iid = info->pAsyncIIDLookup[k];
 
-        if (info->TableVersion < 6 || !info->pAsyncIIDLookup) continue;
-        for (j = 0; j < (int)info->TableSize; j++)
-        {
-            const IID *iid;
-
-            if (&info->pStubVtblList[j]->Vtbl != vtbl) continue;
-            iid = info->pStubVtblList[j]->header.piid;
-            if (info->pAsyncIIDLookup[j] != (const IID *)(LONG_PTR)-1)
-                return asynccall_find(files, iid, file, sync_index, async_index);
-            /* The async interface's own stub: its synchronous interface is the one that names it. */
-            for (k = 0; k < (int)info->TableSize; k++)
-            {
-                const IID *async_iid = info->pAsyncIIDLookup[k];
-
-                if (async_iid && async_iid != (const IID *)(LONG_PTR)-1 && IsEqualIID(async_iid, iid))
-                    return asynccall_find(files, info->pStubVtblList[k]->header.piid, file, sync_index,
-                                          async_index);
-            }
-            return FALSE;
-        }
+        if (async_iid && async_iid != (const IID *)(LONG_PTR)-1 && IsEqualIID(async_iid, iid))
+            return asynccall_find(files, info->pStubVtblList[k]->header.piid, file, sync_index, async_index);
     }
     return FALSE;
 }

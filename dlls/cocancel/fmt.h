@@ -75,6 +75,13 @@ struct cc_fmt_proc
 enum cc_fmt_status cc_fmt_read_proc(const uint8_t *fmt, size_t len, unsigned int ptr_size,
                                     struct cc_fmt_proc *proc);
 
+/* Whether a parameter is a float or double passed by value (x86_64 passes those in xmm registers). */
+static inline int cc_fmt_param_is_floating(const struct cc_fmt_param *param)
+{
+    return (param->attr & CC_PARAM_IS_BASETYPE) && !(param->attr & CC_PARAM_IS_SIMPLE_REF) &&
+           (param->type == 0x0a /* FC_FLOAT */ || param->type == 0x0c /* FC_DOUBLE */);
+}
+
 /* Memory size of a base type (FC_BYTE .. FC_UINT3264), 0 if it is not one. */
 unsigned int cc_fmt_basetype_size(uint8_t fc, unsigned int ptr_size);
 

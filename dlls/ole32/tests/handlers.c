@@ -564,11 +564,13 @@ static void test_handler_raises(BOOL enable, BOOL filter)
  * exception's code as its result; a MIDL /Oi-style one (Wine 8.0's) handles
  * only what is raised outside its SendReceive, so the exception reaches the
  * caller's own handler around the call.  Either way exactly one of the two
- * sees it, as on stock Wine of the same version (the harness runs this test
- * both ways).  The server is still in the call; its reply comes later, to a
- * call nobody waits for, and the thread's next call works - except on stock
- * Wine after an unwind through the proxy, whose channel does not survive it
- * (the next call faults inside the proxy: 0xc0000005).
+ * sees it, as on stock Wine of the same version.  The server is still in
+ * the call; its reply comes later, to a call nobody waits for, and the
+ * thread's next call works.  Not run on stock Wine: there the server's
+ * thread later reads the unwound call's state (Wine 8.0: the next call
+ * faults inside the proxy, 0xc0000005, and at times the process dies of a
+ * page fault in combase's rpc_execute_call), so it cannot be compared
+ * safely.
  */
 static void test_filter_raises(BOOL enable)
 {
@@ -603,7 +605,6 @@ static void test_filter_raises(BOOL enable)
     if (pCoGetCancelObject)
         ok(client.cancel_object_hr == E_NOINTERFACE, "CoGetCancelObject after the exception got %#lx\n",
            client.cancel_object_hr);
-    todo_wine_if(!pCoCancelCall && client.guard_hit)
     ok(client.hr_next == S_FALSE, "the next call got %#lx\n", client.hr_next);
     test.filter_raises = FALSE;
     stop(&host, &client);
@@ -643,9 +644,12 @@ START_TEST(handlers)
     test_handler_raises(TRUE, TRUE);
     if (pCoCancelCall) test_handler_wait_cancelled();
     else skip("CoCancelCall is not available\n");
-    /* Last, and once only on stock Wine 8.0, whose channel state is corrupt after the unwind. */
-    test_filter_raises(FALSE);
-    if (pCoCancelCall) test_filter_raises(TRUE);
+    if (pCoCancelCall)
+    {
+        test_filter_raises(FALSE);
+        test_filter_raises(TRUE);
+    }
+    else skip("an exception out of MessagePending can bring stock Wine down\n");
 
     CloseHandle(test.in_call);
     CloseHandle(test.release);

@@ -240,13 +240,14 @@ void runner_free(struct run *run);
 void runner_watch(struct run *run);
 void runner_unwatch(struct run *run);
 void runner_abandon(struct run *run);
+void runner_wake_registrar(void);
 void runner_finish(struct run *run);
 void runner_reap(void);
 /* Finishes this thread's abandoned runs, waiting up to timeout ms for the replies still to come. */
 void runner_reap_wait(DWORD timeout);
 /* How many runs are abandoned and not finished yet (all threads). */
 DWORD runner_abandoned(void);
-HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct run **waiting);
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, BOOL quiet, struct run **waiting);
 
 /* unwind.c and the thunks: func(arg) in a frame that calls guard->on_unwind(guard->arg) if an exception unwinds it. */
 struct unwind_guard
@@ -278,6 +279,7 @@ void cancelobj_pop(ICancelMethodCalls *cancel);
 HANDLE cancelobj_cancelled_event(ICancelMethodCalls *cancel);
 void cancelobj_wait(ICancelMethodCalls *cancel);
 void cancelobj_abort(ICancelMethodCalls *cancel);
+void cancelobj_released(ICancelMethodCalls *cancel);
 enum cc_state cancelobj_state(ICancelMethodCalls *cancel);
 HRESULT cancelobj_complete(ICancelMethodCalls *cancel);
 HRESULT cancelobj_wait_settled(ICancelMethodCalls *cancel, DWORD timeout);

@@ -238,6 +238,8 @@ static SLIST_HEADER watch_queue;
  * address wait: no round trip to Wine's server to wake it). */
 static LONG watch_sequence;
 static LONG registrar_state;        /* 0 none, 1 starting or running, 2 could not start */
+/* Watches were queued and the registrar not woken for them yet (runner_abandon's quiet form). */
+static LONG registrar_owed;
 
 /* Takes back the run's pool wait, registered or still to be; under runner_cs. */
 static HANDLE take_pool_wait(struct run *run)
@@ -361,9 +363,12 @@ static BOOL start_registrar(void)
  * wait thread is told), and so does handing work to the thread pool: each
  * about as long as the rest of a cancel.  A released caller leaves the
  * registration to the registrar thread, woken by an address wait (no round
- * trip), and goes back at once.  FALSE when there is no registrar.
+ * trip), and goes back at once.  Quiet: not even that; the registrar is
+ * woken later by runner_wake_registrar(), by whoever the caller arranged
+ * it with (cancelobj_released), or at the thread's next runner_reap().
+ * FALSE when there is no registrar.
  */
-static BOOL defer_watch(struct run *run)
+static BOOL defer_watch(struct run *run, BOOL quiet)
 {
     struct deferred_watch *deferred;
 
@@ -375,12 +380,19 @@ static BOOL defer_watch(struct run *run)
     LeaveCriticalSection(&runner_cs);
     InterlockedPushEntrySList(&watch_queue, &deferred->entry);
     InterlockedIncrement(&watch_sequence);
-    WakeByAddressSingle(&watch_sequence);
+    if (quiet) InterlockedExchange(&registrar_owed, 1);
+    else runner_wake_registrar();
     return TRUE;
 }
 
-/* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */
-void runner_abandon(struct run *run)
+/* Wakes the registrar for the watches queued so far. */
+void runner_wake_registrar(void)
+{
+    InterlockedExchange(&registrar_owed, 0);
+    WakeByAddressSingle(&watch_sequence);
+}
+
+static void abandon(struct run *run, BOOL quiet)
 {
     cc_run_set(&run->state, CC_RUN_DISCARD);
     EnterCriticalSection(&runner_cs);
@@ -389,7 +401,13 @@ void runner_abandon(struct run *run)
     InterlockedIncrement(&abandoned_count);
     LeaveCriticalSection(&runner_cs);
     if (abandon_hook && run->owner_tid == GetCurrentThreadId()) abandon_hook();
-    if (!defer_watch(run)) runner_watch(run);
+    if (!defer_watch(run, quiet)) runner_watch(run);
+}
+
+/* Hands a run that still waits for its reply to its thread's clean-up; its reply is not delivered. */
+void runner_abandon(struct run *run)
+{
+    abandon(run, FALSE);
 }
 
 /* Lets a parked run whose reply has arrived go to its end and frees it (its thread only). */
@@ -441,6 +459,8 @@ void runner_reap(void)
     struct run *run;
 
     if (!InterlockedCompareExchange(&abandoned_count, 0, 0)) return;
+    /* Watches queued quietly whose wake-up nobody else gave (or has given yet). */
+    if (InterlockedCompareExchange(&registrar_owed, 0, 0)) runner_wake_registrar();
     while ((run = take_abandoned(tid, TRUE))) runner_finish(run);
 }
 
@@ -733,12 +753,14 @@ static BOOL wait_for_task(struct run *run, HANDLE release)
  * for 'release'.  S_OK: the task ran to its end.  S_FALSE: 'release' was
  * signalled first; the task is left parked, the pool notes when what it
  * waits for is signalled, and the thread finishes it the next time it comes
- * through the engine.  E_NOTIMPL: tasks cannot run here (nothing was run).
+ * through the engine; quiet: the registrar that watches it is not woken,
+ * the caller sees to runner_wake_registrar().  E_NOTIMPL: tasks cannot run
+ * here (nothing was run).
  * *waiting is the run while the thread waits in its place (code that runs
  * during that wait may raise an exception that unwinds this frame: the run
  * is then to be abandoned, runner_abandon), NULL otherwise.
  */
-HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct run **waiting)
+HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, BOOL quiet, struct run **waiting)
 {
     struct task *task;
     struct run *run;
@@ -781,7 +803,7 @@ HRESULT runner_run_task(void (*func)(void *), void *arg, HANDLE release, struct 
         if (released)
         {
             TRACE("task %p released, left parked\n", run);
-            runner_abandon(run);
+            abandon(run, quiet);
             return S_FALSE;
         }
     }

@@ -356,17 +356,19 @@ void cancelobj_released(ICancelMethodCalls *cancel)
  * waiting for the server's reply) and the registrar's wake-up.  A caller
  * that waits for its call's cancelled event (a call made on a worker fiber)
  * needs neither to be released, so for it this waits about a millisecond on
- * a pool thread: measured on a 2-core machine, the abort (RpcCancelThread,
+ * the engine's registrar thread: measured on a 2-core machine, the abort (RpcCancelThread,
  * then rpcrt4 closing the connection, all round trips to the wineserver)
  * running while the released caller made its way back took 30-40 us of that
- * release, a third of it (P1 in BENCHMARKS.md).  Any other caller is
- * released by the abort itself, which is then made at once.
+ * release, a third of it (P1 in BENCHMARKS.md).  (The thread pool would
+ * do as well, except that its first use in a process creates a thread,
+ * which made a first CoCancelCall take 2-3 ms instead of under 1 ms: P7.)
+ * Any other caller is released by the abort itself, which is then made at
+ * once.
  */
-static void CALLBACK after_release(PTP_CALLBACK_INSTANCE instance, void *arg)
+static void after_release(void *arg)
 {
     struct cancel_object *object = arg;
 
-    Sleep(1);
     if (object->call_id) transport_abort(object->call_id);
     canceller_done(object);
     ICancelMethodCalls_Release(&object->ICancelMethodCalls_iface);
@@ -377,7 +379,7 @@ static void after_settle(struct cancel_object *object)
     if (InterlockedCompareExchangePointer(&object->cancelled, NULL, NULL))
     {
         ICancelMethodCalls_AddRef(&object->ICancelMethodCalls_iface);
-        if (TrySubmitThreadpoolCallback(after_release, object, NULL)) return;
+        if (runner_later(after_release, object)) return;
         ICancelMethodCalls_Release(&object->ICancelMethodCalls_iface);
     }
     if (object->call_id) transport_abort(object->call_id);

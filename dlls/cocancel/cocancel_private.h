@@ -241,6 +241,7 @@ void runner_watch(struct run *run);
 void runner_unwatch(struct run *run);
 void runner_abandon(struct run *run);
 void runner_wake_registrar(void);
+BOOL runner_later(void (*func)(void *), void *arg);
 void runner_finish(struct run *run);
 void runner_reap(void);
 /* Finishes this thread's abandoned runs, waiting up to timeout ms for the replies still to come. */

@@ -241,6 +241,16 @@ static LONG registrar_state;        /* 0 none, 1 starting or running, 2 could no
 /* Watches were queued and the registrar not woken for them yet (runner_abandon's quiet form). */
 static LONG registrar_owed;
 
+/* Work to run on the registrar a little later (runner_later). */
+struct later_work
+{
+    SLIST_ENTRY entry;
+    void (*func)(void *);
+    void *arg;
+};
+
+static SLIST_HEADER later_queue;
+
 /* Takes back the run's pool wait, registered or still to be; under runner_cs. */
 static HANDLE take_pool_wait(struct run *run)
 {
@@ -317,7 +327,32 @@ void runner_unwatch(struct run *run)
     if (wait) end_pool_wait(wait);
 }
 
-/* The registrar: one thread of the process registers the pool waits of abandoned runs, in turn. */
+/* Runs the work queued for later, at least a millisecond after it was queued. */
+static void run_later_work(void)
+{
+    struct later_work *work, *next, *first = NULL;
+
+    if (!(work = (struct later_work *)InterlockedFlushSList(&later_queue))) return;
+    /* The queue is last in, first out: put the batch back in order. */
+    for (; work; work = next)
+    {
+        next = (struct later_work *)work->entry.Next;
+        work->entry.Next = &first->entry;
+        first = work;
+    }
+    Sleep(1);
+    for (work = first; work; work = next)
+    {
+        next = (struct later_work *)work->entry.Next;
+        work->func(work->arg);
+        _aligned_free(work);
+    }
+}
+
+/*
+ * The registrar: one thread of the process registers the pool waits of
+ * abandoned runs, in turn, and runs the work queued for later.
+ */
 static DWORD WINAPI registrar_thread(void *arg)
 {
     struct deferred_watch *deferred;
@@ -326,6 +361,7 @@ static DWORD WINAPI registrar_thread(void *arg)
     {
         LONG seen = InterlockedCompareExchange(&watch_sequence, 0, 0);
 
+        run_later_work();
         while ((deferred = (struct deferred_watch *)InterlockedPopEntrySList(&watch_queue)))
         {
             EnterCriticalSection(&runner_cs);
@@ -382,6 +418,27 @@ static BOOL defer_watch(struct run *run, BOOL quiet)
     InterlockedIncrement(&watch_sequence);
     if (quiet) InterlockedExchange(&registrar_owed, 1);
     else runner_wake_registrar();
+    return TRUE;
+}
+
+/*
+ * Runs func(arg) on the registrar thread about a millisecond from now, out
+ * of the way of a thread that has just been released.  FALSE (nothing
+ * queued) when the registrar is not running: it is started before the
+ * first call that a cancel may release (runner_expect_abandon), so that
+ * queueing never costs a thread's creation.
+ */
+BOOL runner_later(void (*func)(void *), void *arg)
+{
+    struct later_work *work;
+
+    if (InterlockedCompareExchange(&registrar_state, 0, 0) != 1) return FALSE;
+    if (!(work = _aligned_malloc(sizeof(*work), MEMORY_ALLOCATION_ALIGNMENT))) return FALSE;
+    work->func = func;
+    work->arg = arg;
+    InterlockedPushEntrySList(&later_queue, &work->entry);
+    InterlockedIncrement(&watch_sequence);
+    runner_wake_registrar();
     return TRUE;
 }
 
@@ -875,6 +932,7 @@ BOOL runner_init(void (*on_abandon)(void))
     InitializeCriticalSection(&runner_cs);
     InitializeSListHead(&job_queue);
     InitializeSListHead(&watch_queue);
+    InitializeSListHead(&later_queue);
     run_tls = TlsAlloc();
     fibers_tls = TlsAlloc();
     return run_tls != TLS_OUT_OF_INDEXES && fibers_tls != TLS_OUT_OF_INDEXES;

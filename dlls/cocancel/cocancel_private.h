@@ -164,6 +164,7 @@ struct transport_call
 };
 
 void transport_init(void);
+void transport_thread_detach(void);
 void transport_new_request(void);
 BOOL transport_request_uses_rpc(void);
 void transport_watch(struct transport_call *call, RPCOLEMESSAGE *msg, ULONGLONG call_id);

@@ -78,6 +78,7 @@ BOOL WINAPI DllMain(HINSTANCE instance, DWORD reason, void *reserved)
         cancelobj_thread_detach();
         synccall_thread_detach();
         runner_thread_detach();
+        transport_thread_detach();
         break;
     }
     return TRUE;

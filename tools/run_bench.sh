@@ -93,6 +93,24 @@ echo
         k = int((m + 1) / 2)
         return m ? tmp[k] : 0
     }
+    # The median of the ratios of paired runs: run k of kind a against run k
+    # of kind b (stock and installed alternate, so run k of each was made in
+    # the same minute of the machine; the run-to-run drift, 5-20% here,
+    # cancels in the ratio, not in the ratio of the two medians).
+    function paired(key_a, key_b,    i, j, m, x, tmp) {
+        m = count[key_a] < count[key_b] ? count[key_a] : count[key_b]
+        for (i = 1; i <= m; i++) tmp[i] = sample[key_b, i] > 0 ? sample[key_a, i] / sample[key_b, i] : 0
+        for (i = 2; i <= m; i++) { x = tmp[i]; for (j = i - 1; j >= 1 && tmp[j] > x; j--) tmp[j + 1] = tmp[j]; tmp[j + 1] = x }
+        return m ? tmp[int((m + 1) / 2)] : 0
+    }
+    # P3-P4: the paired ratio against its limit, with the medians of each kind.
+    function pratio(p, what, t, a, b, limit,    r) {
+        r = paired(t SUBSEP a, t SUBSEP b)
+        if (r > 0)
+            row(p, what, t, sprintf("%.3fx (%.0f / %.0f us)", r, median(t SUBSEP a), median(t SUBSEP b)),
+                "<= " limit "x", verdict(r <= limit))
+        else row(p, what, t, "no figure", "<= " limit "x", "")
+    }
     function add(t, kind, value) {
         sample[t SUBSEP kind, ++count[t SUBSEP kind]] = value
         order[t] = order[t] ? order[t] : ++n; topo[order[t]] = t
@@ -145,12 +163,8 @@ echo
             ratio("P8", "served by call object/sync", topo[i], f[4], f[3], 1.25, 2)
             delete f
         }
-        for (i = 1; i <= n; i++)
-            ratio("P3", "installed-disabled / stock", topo[i], median(topo[i] SUBSEP "disabled"),
-                  median(topo[i] SUBSEP "stock"), 1.02, 3)
-        for (i = 1; i <= n; i++)
-            ratio("P4", "enabled / disabled", topo[i], median(topo[i] SUBSEP "enabled"),
-                  median(topo[i] SUBSEP "disabled"), 1.15, 3)
+        for (i = 1; i <= n; i++) pratio("P3", "installed-disabled / stock", topo[i], "disabled", "stock", 1.02)
+        for (i = 1; i <= n; i++) pratio("P4", "enabled / disabled", topo[i], "enabled", "disabled", 1.15)
         for (i = 1; i <= no; i++) {
             split(os[otopo[i]], f, "\t")
             row("P5", "1,000 outstanding", otopo[i], sprintf("%.0f us/call, %.1f KiB/call", f[5], f[6]),
@@ -173,7 +187,7 @@ echo
     }'
 echo
 echo "(P1 over $CANCELS cancels per topology; P2 and P8 medians of 9 rounds (P8: a synchronous call served"
-echo " through the server object's call object, Begin_ signalling at once, vs the synchronous method); P3-P4 medians of $ROUNDS runs of 9 rounds,"
+echo " through the server object's call object, Begin_ signalling at once, vs the synchronous method); P3-P4 medians over $ROUNDS paired runs of the runs' ratios (each run the median of 9 rounds),"
 echo " stock and installed alternating; P5 resident memory per call;"
 echo " P7 a blocking call made first thing in a fresh process, cancelled by a watchdog once the server is in it:"
 echo "    CoCancelCall's own duration and the caller's release, per kind of call (mta/sta: in process);"

@@ -296,6 +296,70 @@ static void test_thread_exit_after_cancel(DWORD model, BOOL late_reply)
     winetest_pop_context();
 }
 
+/*
+ * A call into the MTA (through the RPC transport) whose server ignores the
+ * cancel: once the caller is released, the engine still aborts the call in
+ * the transport (about a millisecond later, off the released caller's way),
+ * so the call left behind ends there, and the thread's next calls finish it,
+ * long before the server method returns.
+ */
+static DWORD WINAPI aborted_client(void *arg)
+{
+    struct exit_client *client = arg;
+    ICcAsyncTest *proxy = NULL;
+    DWORD seen, start, cookie;
+    HRESULT hr;
+    int sum;
+
+    CoInitializeEx(NULL, client->model);
+    cookie = register_ps();
+    CoEnableCallCancellation(NULL);
+    client->hr = CoGetInterfaceAndReleaseStream(client->stream, &IID_ICcAsyncTest, (void **)&proxy);
+    if (proxy)
+    {
+        client->hr = ICcAsyncTest_Slow(proxy, 20000, &seen);
+        SetEvent(client->returned);
+        for (start = GetTickCount(); abandoned_calls() && GetTickCount() - start < 5000; Sleep(50))
+        {
+            sum = 0;
+            hr = ICcAsyncTest_Add(proxy, 2, 3, &sum);
+            ok(hr == S_OK && sum == 5, "a call after the cancel got %#lx, %d\n", hr, sum);
+        }
+        ok(!abandoned_calls(), "%u abandoned calls 5 s after the cancel, the server still in its method\n",
+           abandoned_calls());
+        ICcAsyncTest_Release(proxy);
+    }
+    CoDisableCallCancellation(NULL);
+    CoRevokeClassObject(cookie);
+    CoUninitialize();
+    return 0;
+}
+
+static void test_transport_abort_after_release(DWORD model)
+{
+    struct exit_client client = { 0 };
+    struct host host;
+
+    winetest_push_context("%s client, MTA host", model == COINIT_MULTITHREADED ? "MTA" : "STA");
+    ResetEvent(slow_release);
+    ResetEvent(slow_started);
+    ok(start_host(&host, COINIT_MULTITHREADED), "the host did not start\n");
+    client.stream = host.stream;
+    client.model = model;
+    client.returned = CreateEventW(NULL, TRUE, FALSE, NULL);
+    client.thread = CreateThread(NULL, 0, aborted_client, &client, 0, NULL);
+    ok(!WaitForSingleObject(slow_started, 10000), "the call did not reach the server\n");
+    ok(CoCancelCall(GetThreadId(client.thread), 0) == S_OK, "CoCancelCall failed\n");
+    ok(!WaitForSingleObject(client.returned, 10000), "the caller was not released\n");
+    ok(client.hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client.hr);
+    ok(!WaitForSingleObject(client.thread, 15000), "the client did not end\n");
+    SetEvent(slow_release);
+    CloseHandle(client.thread);
+    CloseHandle(client.returned);
+    ok(stop_host(&host), "the host did not stop\n");
+    winetest_pop_context();
+}
+
 START_TEST(abandoned)
 {
     slow_started = CreateEventW(NULL, FALSE, FALSE, NULL);
@@ -310,6 +374,8 @@ START_TEST(abandoned)
     test_thread_exit_after_cancel(COINIT_APARTMENTTHREADED, FALSE);
     test_thread_exit_after_cancel(COINIT_MULTITHREADED, FALSE);
     test_thread_exit_after_cancel(COINIT_APARTMENTTHREADED, TRUE);
+    /* (An MTA client would get the MTA object itself, not a proxy.) */
+    test_transport_abort_after_release(COINIT_APARTMENTTHREADED);
 
     CloseHandle(slow_started);
     CloseHandle(slow_release);

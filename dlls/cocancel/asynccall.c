@@ -37,14 +37,6 @@
 
 #include "fmt.h"
 
-#ifdef __x86_64__
-#define PTR_SIZE 8
-#else
-#define PTR_SIZE 4
-#endif
-
-#define FRAME_BYTES 1024
-
 extern const BYTE async_thunks[];
 #ifdef __x86_64__
 static HRESULT CDECL async_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);

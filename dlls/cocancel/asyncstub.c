@@ -38,16 +38,13 @@
 #define USE_STUBLESS_PROXY
 #include <rpcproxy.h>
 
-#define FRAME_BYTES 1024
 /* How often a call that can be cancelled looks at its client's cancel ring. */
 #define CANCEL_POLL_MS 20
 
 #ifdef __x86_64__
-#define PTR_SIZE 8
 static HRESULT CDECL stub_dispatch(IUnknown *iface, unsigned int index, BYTE *frame, const double *fregs);
 extern HRESULT (CDECL *stub_dispatch_target)(IUnknown *, unsigned int, BYTE *, const double *);
 #else
-#define PTR_SIZE 4
 static ULONGLONG CDECL stub_dispatch_i386(IUnknown *iface, unsigned int index, BYTE *frame);
 extern ULONGLONG (CDECL *stub_dispatch_target)(IUnknown *, unsigned int, BYTE *);
 #endif

@@ -345,6 +345,13 @@ struct async_desc
 /* The thunks of thunks_*.S: MAX_THUNKS slots of THUNK_SIZE bytes per table. */
 #define MAX_THUNKS 512
 #define THUNK_SIZE 16
+/* The largest argument frame of a method the call and stub engines take (call_frame). */
+#define FRAME_BYTES 1024
+#ifdef __x86_64__
+#define PTR_SIZE 8
+#else
+#define PTR_SIZE 4
+#endif
 
 ULONG_PTR CDECL call_frame(void *func, const ULONG_PTR *args, unsigned int count);
 const struct async_desc *asynccall_describe(const struct tagProxyFileInfo *file, int sync_index, int async_index);

@@ -255,6 +255,27 @@ static DWORD WINAPI exit_client_thread(void *arg)
 }
 
 /*
+ * Starts a host and a client thread whose first call (Slow, which the
+ * server does not end before slow_release) is cancelled, and checks that
+ * the client was released with RPC_E_CALL_CANCELED.
+ */
+static void start_cancelled_client(struct exit_client *client, struct host *host, DWORD model, DWORD host_model,
+                                   LPTHREAD_START_ROUTINE proc)
+{
+    ResetEvent(slow_release);
+    ResetEvent(slow_started);
+    ok(start_host(host, host_model), "the host did not start\n");
+    client->stream = host->stream;
+    client->model = model;
+    client->returned = CreateEventW(NULL, TRUE, FALSE, NULL);
+    client->thread = CreateThread(NULL, 0, proc, client, 0, NULL);
+    ok(!WaitForSingleObject(slow_started, 10000), "the call did not reach the server\n");
+    ok(CoCancelCall(GetThreadId(client->thread), 0) == S_OK, "CoCancelCall failed\n");
+    ok(!WaitForSingleObject(client->returned, 10000), "the caller was not released\n");
+    ok(client->hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client->hr);
+}
+
+/*
  * A thread ends without another call and without CoUninitialize right after
  * its call was cancelled.  The reply comes at once: the thread's end
  * finishes the call (Wine's state of it, and the apartment reference it
@@ -270,17 +291,7 @@ static void test_thread_exit_after_cancel(DWORD model, BOOL late_reply)
 
     winetest_push_context("%s client, %s reply", model == COINIT_MULTITHREADED ? "MTA" : "STA",
                           late_reply ? "late" : "prompt");
-    ResetEvent(slow_release);
-    ResetEvent(slow_started);
-    ok(start_host(&host, COINIT_APARTMENTTHREADED), "the host did not start\n");
-    client.stream = host.stream;
-    client.model = model;
-    client.returned = CreateEventW(NULL, TRUE, FALSE, NULL);
-    client.thread = CreateThread(NULL, 0, exit_client_thread, &client, 0, NULL);
-    ok(!WaitForSingleObject(slow_started, 10000), "the call did not reach the server\n");
-    ok(CoCancelCall(GetThreadId(client.thread), 0) == S_OK, "CoCancelCall failed\n");
-    ok(!WaitForSingleObject(client.returned, 10000), "the caller was not released\n");
-    ok(client.hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client.hr);
+    start_cancelled_client(&client, &host, model, COINIT_APARTMENTTHREADED, exit_client_thread);
     if (!late_reply) SetEvent(slow_release);
     ok(!WaitForSingleObject(client.thread, 10000), "the client did not end\n");
     ok(!abandoned_calls(), "%u abandoned calls after the thread ended\n", abandoned_calls());
@@ -341,17 +352,7 @@ static void test_transport_abort_after_release(DWORD model)
     struct host host;
 
     winetest_push_context("%s client, MTA host", model == COINIT_MULTITHREADED ? "MTA" : "STA");
-    ResetEvent(slow_release);
-    ResetEvent(slow_started);
-    ok(start_host(&host, COINIT_MULTITHREADED), "the host did not start\n");
-    client.stream = host.stream;
-    client.model = model;
-    client.returned = CreateEventW(NULL, TRUE, FALSE, NULL);
-    client.thread = CreateThread(NULL, 0, aborted_client, &client, 0, NULL);
-    ok(!WaitForSingleObject(slow_started, 10000), "the call did not reach the server\n");
-    ok(CoCancelCall(GetThreadId(client.thread), 0) == S_OK, "CoCancelCall failed\n");
-    ok(!WaitForSingleObject(client.returned, 10000), "the caller was not released\n");
-    ok(client.hr == RPC_E_CALL_CANCELED, "the call got %#lx\n", client.hr);
+    start_cancelled_client(&client, &host, model, COINIT_MULTITHREADED, aborted_client);
     ok(!WaitForSingleObject(client.thread, 15000), "the client did not end\n");
     SetEvent(slow_release);
     CloseHandle(client.thread);

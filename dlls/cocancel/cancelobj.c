@@ -306,14 +306,6 @@ struct cancel_object
     HANDLE cancelled;   /* manual-reset: the call was cancelled; from the pool, on first need */
     LONG settled_word;  /* an address to wait on: 1 settled, 0 not, 2 not and somebody waits */
     ULONGLONG call_id;  /* the proxied call it stands for (0: none), see orpchook.c */
-    LONG wake;          /* who wakes the engine's registrar for a released caller, see cancelobj_released */
-};
-
-enum
-{
-    WAKE_NONE,              /* neither the released caller nor the canceller is done */
-    WAKE_OWED,              /* the released caller left the registrar's wake-up to the canceller */
-    WAKE_CANCELLER_DONE,    /* the canceller's work is done: it will not wake the registrar */
 };
 
 static const ICancelMethodCallsVtbl cancel_object_vtbl;
@@ -324,36 +316,12 @@ static inline struct cancel_object *impl_from_ICancelMethodCalls(ICancelMethodCa
 }
 
 /*
- * The canceller's work on the call is done (the caller released, the server
- * told, the transport aborted): if the released caller left the registrar's
- * wake-up to it, it does that now, out of the caller's way.
- */
-static void canceller_done(struct cancel_object *object)
-{
-    if (InterlockedExchange(&object->wake, WAKE_CANCELLER_DONE) == WAKE_OWED) runner_wake_registrar();
-}
-
-/*
- * A caller released by the cancel of its call queued work for the engine's
- * registrar (runner_run_task, quietly) and did not wake it: waking it took
- * the released caller 10-25 us on a 2-core machine (the woken registrar
- * competes with it for a core), for work that nobody waits for (the
- * registrar only has the reply of the call left parked noticed).  The
- * canceller wakes it when its own work is done, if that is later; if it is
- * done already, the thread's next call through the engine does
- * (runner_reap), as does any other wake-up of the registrar.
- */
-void cancelobj_released(ICancelMethodCalls *cancel)
-{
-    struct cancel_object *object = impl_from_ICancelMethodCalls(cancel);
-
-    InterlockedCompareExchange(&object->wake, WAKE_OWED, WAKE_NONE);
-}
-
-/*
  * What a cancel still does once its caller is released: the transport abort
  * (Wine then ends the call left parked on the worker fiber, instead of
- * waiting for the server's reply) and the registrar's wake-up.  A caller
+ * waiting for the server's reply).  The released caller queued the watch of
+ * that call for the registrar without waking it (runner_run_task, quietly:
+ * waking it took the caller 10-25 us, the woken thread competing with it
+ * for a core); the registrar takes it up right after this work.  A caller
  * that waits for its call's cancelled event (a call made on a worker fiber)
  * needs neither to be released, so for it this waits about a millisecond on
  * the engine's registrar thread: measured on a 2-core machine, the abort (RpcCancelThread,
@@ -370,7 +338,6 @@ static void after_release(void *arg)
     struct cancel_object *object = arg;
 
     if (object->call_id) transport_abort(object->call_id);
-    canceller_done(object);
     ICancelMethodCalls_Release(&object->ICancelMethodCalls_iface);
 }
 
@@ -381,9 +348,9 @@ static void after_settle(struct cancel_object *object)
         ICancelMethodCalls_AddRef(&object->ICancelMethodCalls_iface);
         if (runner_later(after_release, object)) return;
         ICancelMethodCalls_Release(&object->ICancelMethodCalls_iface);
+        runner_wake_registrar();
     }
     if (object->call_id) transport_abort(object->call_id);
-    canceller_done(object);
 }
 
 static BOOL object_settled(struct cancel_object *object)
@@ -494,6 +461,7 @@ static HRESULT WINAPI cancel_object_Cancel(ICancelMethodCalls *iface, ULONG seco
     enum cc_status status;
 
     TRACE("%p, %lu\n", iface, seconds);
+
     if ((status = cc_call_cancel(&object->call, seconds != 0)) != CC_OK)
         return hresult_from_status(status);
     if (!seconds)
@@ -601,7 +569,6 @@ HRESULT cancelobj_create(BOOL cancellable, ULONGLONG call_id, ICancelMethodCalls
     object->settled = NULL;
     object->cancelled = NULL;
     object->settled_word = 0;
-    object->wake = WAKE_NONE;
     cc_call_init(&object->call);
     cc_call_begin(&object->call, cancellable);
     *cancel = &object->ICancelMethodCalls_iface;

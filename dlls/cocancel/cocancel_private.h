@@ -281,7 +281,6 @@ void cancelobj_pop(ICancelMethodCalls *cancel);
 HANDLE cancelobj_cancelled_event(ICancelMethodCalls *cancel);
 void cancelobj_wait(ICancelMethodCalls *cancel);
 void cancelobj_abort(ICancelMethodCalls *cancel);
-void cancelobj_released(ICancelMethodCalls *cancel);
 enum cc_state cancelobj_state(ICancelMethodCalls *cancel);
 HRESULT cancelobj_complete(ICancelMethodCalls *cancel);
 HRESULT cancelobj_wait_settled(ICancelMethodCalls *cancel, DWORD timeout);

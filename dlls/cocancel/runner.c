@@ -400,8 +400,8 @@ static BOOL start_registrar(void)
  * about as long as the rest of a cancel.  A released caller leaves the
  * registration to the registrar thread, woken by an address wait (no round
  * trip), and goes back at once.  Quiet: not even that; the registrar is
- * woken later by runner_wake_registrar(), by whoever the caller arranged
- * it with (cancelobj_released), or at the thread's next runner_reap().
+ * woken later: by the work the caller's canceller queues for it
+ * (runner_later), or at the thread's next runner_reap().
  * FALSE when there is no registrar.
  */
 static BOOL defer_watch(struct run *run, BOOL quiet)
@@ -810,8 +810,8 @@ static BOOL wait_for_task(struct run *run, HANDLE release)
  * for 'release'.  S_OK: the task ran to its end.  S_FALSE: 'release' was
  * signalled first; the task is left parked, the pool notes when what it
  * waits for is signalled, and the thread finishes it the next time it comes
- * through the engine; quiet: the registrar that watches it is not woken,
- * the caller sees to runner_wake_registrar().  E_NOTIMPL: tasks cannot run
+ * through the engine; quiet: the registrar that watches it is not woken
+ * (see defer_watch for who wakes it).  E_NOTIMPL: tasks cannot run
  * here (nothing was run).
  * *waiting is the run while the thread waits in its place (code that runs
  * during that wait may raise an exception that unwinds this frame: the run

@@ -263,16 +263,12 @@ static BOOL send_receive_fiber(struct sending *sending)
     if (!(call = new_call(sending->chan, sending->msg, sending->cancel, sending->call_id, sending->transport)))
         return FALSE;
     sending->call = call;
-    /* The canceller wakes the registrar that watches a released call's fiber, after the caller is back. */
-    switch (runner_run_task(make_call, call, cancelled, TRUE, &sending->waiting))
+    /* Released, the caller wakes nobody: the cancel's later work is followed by the registrar's (cancelobj.c). */
+    if (runner_run_task(make_call, call, cancelled, TRUE, &sending->waiting) == E_NOTIMPL)
     {
-    case E_NOTIMPL:
         sending->call = NULL;
         discard_call(call);
         return FALSE;
-    case S_FALSE:
-        cancelobj_released(sending->cancel);
-        break;
     }
     sending->call = NULL;
     /* Left parked (S_FALSE): cancelled, and the reply, when it comes, is not delivered. */
